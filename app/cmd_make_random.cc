@@ -1,0 +1,5 @@
+// stub, replaced by its implementation
+#include "app/cli.h"
+namespace conflux::app {
+int cmd_make_random(int, char**) { throw CliError("not implemented yet"); }
+}

@@ -1,0 +1,66 @@
+// `conflux`: one binary, one subcommand per file (app/cmd_*.cc). This file only dispatches.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "app/cli.h"
+
+namespace conflux::app {
+int cmd_logits(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_preprocess(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+int cmd_make_random(int argc, char** argv);
+}  // namespace conflux::app
+
+namespace {
+
+struct Subcommand {
+  const char* name;
+  conflux::app::CommandFn fn;
+  const char* summary;
+};
+
+const Subcommand kSubcommands[] = {
+    {"generate", conflux::app::cmd_generate, "one chat turn (text, --image, --audio), streamed to stdout"},
+    {"logits", conflux::app::cmd_logits, "evaluate a reference case file and write its logits rows"},
+    {"tokenize", conflux::app::cmd_tokenize, "JSON strings on stdin -> JSON id arrays on stdout"},
+    {"preprocess", conflux::app::cmd_preprocess, "resize an image for the vision embedder"},
+    {"bench", conflux::app::cmd_bench, "prefill and decode tokens/s, peak RSS"},
+    {"make-random", conflux::app::cmd_make_random, "write a random-weight gemma4_unified checkpoint"},
+};
+
+void print_usage(FILE* out) {
+  std::fprintf(out, "usage: conflux <command> [options]   (conflux <command> --help for details)\n\ncommands:\n");
+  for (const auto& s : kSubcommands) std::fprintf(out, "  %-12s %s\n", s.name, s.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    print_usage(stdout);
+    return 0;
+  }
+  for (const auto& s : kSubcommands) {
+    if (std::strcmp(argv[1], s.name) != 0) continue;
+    try {
+      return s.fn(argc - 1, argv + 1);
+    } catch (const conflux::app::CliError& e) {
+      std::fprintf(stderr, "conflux %s: %s\n", s.name, e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "conflux %s: error: %s\n", s.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "conflux: unknown command '%s'\n", argv[1]);
+  print_usage(stderr);
+  return 2;
+}

@@ -1,0 +1,34 @@
+// Activation buffers of a Context (private to the engine's model.cc and embedders.cc).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/model.h"
+
+namespace conflux {
+
+// Activation buffers, sized once from the config and RuntimeConfig. C = max_chunk rows.
+struct Context::Scratch {
+  std::vector<float> x;        // (C, D) residual stream
+  std::vector<float> xn;       // (C, D) normed input of a block
+  std::vector<float> q;        // (C, H * hd_max)
+  std::vector<float> k;        // (C, kv_max * hd_max)
+  std::vector<float> v;        // (C, kv_max * hd_max)
+  std::vector<float> attn;     // (C, H * hd_max)
+  std::vector<float> proj;     // (C, D) block output before the residual add
+  std::vector<float> gate;     // (C, F)
+  std::vector<float> up;       // (C, F)
+  std::vector<float> scores;   // (threads, max_context + C) attention weights of one (row, head)
+  std::vector<float> mm;       // (threads, matmul_scratch_floats(in_max))
+  std::vector<float> head_in;  // (C, D) final-normed rows that want logits
+  std::vector<int32_t> block_end;  // (C) last position of each row's image block (or its own)
+  std::vector<float> inv_freq_sliding;  // (hd_sliding / 2)
+  std::vector<float> inv_freq_full;     // (hd_full / 2)
+  // Embedders: (C, 6912) patch values after LN1, (C, M) embedder width, (C, embedder input) rows.
+  std::vector<float> patch;
+  std::vector<float> mm_hidden;
+  std::vector<float> pos_row;  // (M) one position-table row widened to f32
+  std::vector<float> frames;   // (C, 640) RMS-normed audio frames
+};
+
+}  // namespace conflux

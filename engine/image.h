@@ -1,0 +1,49 @@
+// Images for the vision embedder: PNG/JPEG loading, HF gemma4_unified size rule (budget 70..1120 soft
+// tokens, upscaling included), torchvision-exact bicubic+antialias resize, 48x48 HWC raster patches.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace conflux {
+
+struct ImageRGB {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> rgb;  // (height, width, 3) row-major, R G B interleaved
+};
+
+// Pixels per side of one soft token: patch_size 16 x pooling_kernel_size 3.
+constexpr int kModelPatchSize = 48;
+// Values in one patch vector: 48 * 48 * 3.
+constexpr int kPatchValues = kModelPatchSize * kModelPatchSize * 3;
+
+// Loads PNG or JPEG (anything stb_image reads), converted to RGB8. Throws naming the file on failure.
+ImageRGB load_image(const std::string& path);
+// Writes an RGB8 PNG. Throws naming the file on failure.
+void save_png(const std::string& path, const ImageRGB& img);
+
+struct ResizePlan {
+  int width = 0;       // target width, a multiple of 48
+  int height = 0;      // target height, a multiple of 48
+  int grid_cols = 0;   // width / 48
+  int grid_rows = 0;   // height / 48
+  int n_tokens() const { return grid_cols * grid_rows; }
+};
+
+// HF's aspect-preserving size rule (architecture doc §4.1) for an image of width x height and a budget
+// in {70, 140, 280, 560, 1120}. Throws std::invalid_argument for other budgets or degenerate sizes.
+ResizePlan plan_resize(int width, int height, int max_soft_tokens);
+
+// torchvision resize(uint8, BICUBIC, antialias=True): separable, PIL's a=-0.5 kernel widened by the
+// scale when downsampling, computed in float and rounded back to uint8.
+ImageRGB resize_bicubic_antialias(const ImageRGB& src, int width, int height);
+
+// plan_resize + resize (skipped when the size is unchanged).
+ImageRGB preprocess_image(const ImageRGB& src, int max_soft_tokens);
+
+// Patch (gx, gy) of a preprocessed image as 6912 floats in HWC order, each pixel / 255.
+// out[(r * 48 + c) * 3 + ch] for row r, column c of the patch.
+void extract_patch(const ImageRGB& img, int gx, int gy, float* out);
+
+}  // namespace conflux

@@ -1,0 +1,261 @@
+// The decoder forward pass (architecture doc §3), written to read like the math. Activations are
+// allocated once per Context from one size table; decode() allocates nothing.
+#include "engine/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <stdexcept>
+
+#include "engine/context_scratch.h"
+#include "engine/ops.h"
+
+namespace conflux {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<Model> Model::load(const std::string& dir) {
+  std::unique_ptr<Model> m(new Model());
+  m->dir_ = dir;
+  const std::string cfg = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(cfg)) throw CheckpointError(dir + ": no config.json (expected a checkpoint folder)");
+  m->config_ = load_model_config(cfg);
+  m->ckpt_ = std::make_unique<Checkpoint>(dir);
+  bind_weights(*m->ckpt_, m->config_, m->weights_);
+  return m;
+}
+
+
+namespace {
+
+std::vector<float> rope_inv_freq(const LayerGeometry& g) {
+  // f_i = theta^(-2i / hd) for the rotating pairs; the exponent uses the full head_dim even when only
+  // part of it rotates (proportional RoPE, doc §3.5).
+  std::vector<float> f(size_t(g.head_dim / 2), 0.f);
+  for (int i = 0; i < g.rope_pairs; ++i) f[size_t(i)] = float(std::pow(double(g.rope_theta), -2.0 * i / g.head_dim));
+  return f;
+}
+
+}  // namespace
+
+Context::Context(const Model& model, const RuntimeConfig& rc)
+    : model_(model),
+      rc_(rc),
+      pool_(std::make_unique<ThreadPool>(rc.n_threads)),
+      kv_(model.config().text, rc.max_context, rc.max_chunk),
+      s_(std::make_unique<Scratch>()) {
+  const ModelConfig& c = model.config();
+  const TextConfig& t = c.text;
+  const size_t C = size_t(rc.max_chunk), D = size_t(t.hidden_size), F = size_t(t.intermediate_size);
+  int hd_max = 0, kv_max = 0;
+  for (int i = 0; i < t.num_layers; ++i) {
+    const LayerGeometry g = t.layer(i);
+    hd_max = std::max(hd_max, g.head_dim);
+    kv_max = std::max(kv_max, g.n_kv_heads);
+    if (g.full && s_->inv_freq_full.empty()) s_->inv_freq_full = rope_inv_freq(g);
+    if (!g.full && s_->inv_freq_sliding.empty()) s_->inv_freq_sliding = rope_inv_freq(g);
+  }
+  const size_t M = size_t(c.vision.present ? c.vision.mm_embed_dim : 0);
+  const size_t patch_vals = size_t(c.vision.model_patch_size()) * c.vision.model_patch_size() * 3;
+  const int in_max = int(std::max({D, F, size_t(t.num_heads) * hd_max, c.vision.present ? patch_vals : 0, M,
+                                   size_t(c.audio.present ? c.audio.samples_per_token : 0)}));
+  const size_t threads = size_t(pool_->size());
+  s_->x.assign(C * D, 0.f);
+  s_->xn.assign(C * D, 0.f);
+  s_->q.assign(C * size_t(t.num_heads) * hd_max, 0.f);
+  s_->k.assign(C * size_t(kv_max) * hd_max, 0.f);
+  s_->v.assign(C * size_t(kv_max) * hd_max, 0.f);
+  s_->attn.assign(C * size_t(t.num_heads) * hd_max, 0.f);
+  s_->proj.assign(C * D, 0.f);
+  s_->gate.assign(C * F, 0.f);
+  s_->up.assign(C * F, 0.f);
+  s_->scores.assign(threads * (size_t(rc.max_context) + C), 0.f);
+  s_->mm.assign(threads * matmul_scratch_floats(in_max), 0.f);
+  s_->head_in.assign(C * D, 0.f);
+  s_->block_end.assign(C, 0);
+  if (c.vision.present) {
+    s_->patch.assign(C * patch_vals, 0.f);
+    s_->mm_hidden.assign(C * M, 0.f);
+    s_->pos_row.assign(M, 0.f);
+  }
+  if (c.audio.present) s_->frames.assign(C * size_t(c.audio.samples_per_token), 0.f);
+}
+
+Context::~Context() = default;
+
+size_t Context::activation_bytes() const {
+  size_t n = 0;
+  for (const auto* v : {&s_->x, &s_->xn, &s_->q, &s_->k, &s_->v, &s_->attn, &s_->proj, &s_->gate, &s_->up, &s_->scores,
+                        &s_->mm, &s_->head_in, &s_->patch, &s_->mm_hidden, &s_->frames})
+    n += v->size() * sizeof(float);
+  return n;
+}
+
+void Context::decode_tokens(const int32_t* ids, int n, float* logits_out) {
+  for (int off = 0; off < n; off += rc_.max_chunk) {
+    const int m = std::min(rc_.max_chunk, n - off);
+    DecodeBatch b;
+    b.n = m;
+    b.tokens = ids + off;
+    const bool last = off + m == n;
+    // Logits only for the final row of the final piece.
+    static thread_local std::vector<uint8_t> none;
+    if (!last || !logits_out) {
+      none.assign(size_t(rc_.max_chunk), 0);
+      b.want_logits = none.data();
+    }
+    decode(b, last ? logits_out : nullptr);
+  }
+}
+
+void Context::decode(const DecodeBatch& b, float* logits_out) {
+  const ModelConfig& c = model_.config();
+  const TextConfig& t = c.text;
+  const ModelWeights& w = model_.weights();
+  const int n = b.n, D = t.hidden_size;
+  if (n <= 0) return;
+  if (n > rc_.max_chunk)
+    throw std::invalid_argument("decode: " + std::to_string(n) + " rows exceed max_chunk " + std::to_string(rc_.max_chunk));
+  if (n_past_ + n > rc_.max_context)
+    throw std::invalid_argument("decode: context full (" + std::to_string(n_past_) + " + " + std::to_string(n) +
+                                " positions > max_context " + std::to_string(rc_.max_context) + ")");
+
+  // 1. Input rows: text ids are looked up and scaled by sqrt(D); soft tokens are used as they are.
+  const float embed_scale = std::sqrt(float(D));
+  const TensorRef& E = w.embed_tokens.ref;
+  for (int j = 0; j < n; ++j) {
+    float* xj = s_->x.data() + size_t(j) * D;
+    if (b.is_embedding && b.is_embedding[j]) {
+      std::copy_n(b.embeddings + size_t(j) * D, D, xj);
+      continue;
+    }
+    const int32_t id = b.tokens[j];
+    if (id < 0 || id >= t.vocab_size)
+      throw std::invalid_argument("decode: token id " + std::to_string(id) + " outside the vocabulary of " +
+                                  std::to_string(t.vocab_size));
+    convert_to_f32(E.dtype, static_cast<const uint8_t*>(E.data) + size_t(id) * D * dtype_size(E.dtype), xj, size_t(D));
+    for (int i = 0; i < D; ++i) xj[i] *= embed_scale;
+  }
+
+  // 2. Image blocks: each row's last visible future position (itself unless inside an image).
+  for (int j = 0; j < n; ++j) s_->block_end[size_t(j)] = int32_t(n_past_ + j);
+  if (b.image_block) {
+    for (int j = 0; j < n; ++j) {
+      if (b.image_block[j] < 0) continue;
+      int e = j;
+      while (e + 1 < n && b.image_block[e + 1] == b.image_block[j]) ++e;
+      for (int r = j; r <= e; ++r) s_->block_end[size_t(r)] = int32_t(n_past_ + e);
+      j = e;
+    }
+  }
+
+  // 3. The layers.
+  for (int l = 0; l < t.num_layers; ++l) layer_forward(l, n, s_->block_end.data());
+
+  // 4. Head: final norm, tied embedding (or lm_head), soft-cap, for the rows that want logits.
+  int n_out = 0;
+  for (int j = 0; j < n; ++j) {
+    const bool want = b.want_logits ? b.want_logits[j] != 0 : j == n - 1;
+    if (!want) continue;
+    rms_norm(s_->x.data() + size_t(j) * D, w.final_norm.f32, s_->head_in.data() + size_t(n_out) * D, D, t.rms_norm_eps);
+    ++n_out;
+  }
+  n_past_ += n;
+  if (n_out == 0 || !logits_out) return;
+  const TensorRef& head = w.lm_head.present() ? w.lm_head.ref : E;
+  matmul(*pool_, s_->head_in.data(), n_out, head, logits_out, s_->mm.data());
+  if (t.final_logit_softcapping > 0.f) softcap(logits_out, n_out * t.vocab_size, t.final_logit_softcapping);
+}
+
+void Context::layer_forward(int l, int n, const int32_t* block_end) {
+  const TextConfig& t = model_.config().text;
+  const LayerWeights& L = model_.weights().layers[size_t(l)];
+  const LayerGeometry g = t.layer(l);
+  const int D = t.hidden_size, F = t.intermediate_size, H = t.num_heads, hd = g.head_dim, nkv = g.n_kv_heads;
+  const float eps = t.rms_norm_eps;
+  float* x = s_->x.data();       // (n, D)
+  float* xn = s_->xn.data();     // (n, D)
+  float* q = s_->q.data();       // (n, H * hd)
+  float* k = s_->k.data();       // (n, nkv * hd)
+  float* v = s_->v.data();       // (n, nkv * hd)
+  float* mm = s_->mm.data();
+  const float* inv_freq = g.full ? s_->inv_freq_full.data() : s_->inv_freq_sliding.data();
+
+  // Attention block: x = x + post_attn_norm(o_proj(attention(input_norm(x)))).
+  for (int j = 0; j < n; ++j) rms_norm(x + size_t(j) * D, L.input_norm.f32, xn + size_t(j) * D, D, eps);
+  matmul(*pool_, xn, n, L.q_proj.ref, q, mm);
+  matmul(*pool_, xn, n, L.k_proj.ref, k, mm);
+  if (g.k_eq_v) std::copy_n(k, size_t(n) * nkv * hd, v);  // V is the raw k_proj output (before k_norm, RoPE)
+  else matmul(*pool_, xn, n, L.v_proj.ref, v, mm);
+  for (int j = 0; j < n; ++j) {
+    const int64_t pos = n_past_ + j;
+    for (int h = 0; h < H; ++h) {
+      float* qh = q + (size_t(j) * H + h) * hd;
+      rms_norm(qh, L.q_norm.f32, qh, hd, eps);
+      rope_neox(qh, hd, g.rope_pairs, inv_freq, pos);
+    }
+    for (int h = 0; h < nkv; ++h) {
+      float* kh = k + (size_t(j) * nkv + h) * hd;
+      rms_norm(kh, L.k_norm.f32, kh, hd, eps);
+      rope_neox(kh, hd, g.rope_pairs, inv_freq, pos);
+      float* vh = v + (size_t(j) * nkv + h) * hd;
+      rms_norm(vh, nullptr, vh, hd, eps);  // v_norm: scale-free
+    }
+    const int slot = kv_.slot(l, pos);
+    std::copy_n(k + size_t(j) * nkv * hd, size_t(nkv) * hd, kv_.k(l, slot));
+    std::copy_n(v + size_t(j) * nkv * hd, size_t(nkv) * hd, kv_.v(l, slot));
+  }
+  attention(l, n, block_end);
+  matmul(*pool_, s_->attn.data(), n, L.o_proj.ref, s_->proj.data(), mm);
+  for (int j = 0; j < n; ++j) {
+    float* pj = s_->proj.data() + size_t(j) * D;
+    rms_norm(pj, L.post_attn_norm.f32, pj, D, eps);
+    float* xj = x + size_t(j) * D;
+    for (int i = 0; i < D; ++i) xj[i] += pj[i];
+  }
+
+  // MLP block: x = x + post_ffn_norm(down(gelu(gate(xn)) * up(xn))), xn = pre_ffn_norm(x).
+  for (int j = 0; j < n; ++j) rms_norm(x + size_t(j) * D, L.pre_ffn_norm.f32, xn + size_t(j) * D, D, eps);
+  matmul(*pool_, xn, n, L.gate_proj.ref, s_->gate.data(), mm);
+  matmul(*pool_, xn, n, L.up_proj.ref, s_->up.data(), mm);
+  gelu_mul(s_->gate.data(), s_->up.data(), n * F);
+  matmul(*pool_, s_->gate.data(), n, L.down_proj.ref, s_->proj.data(), mm);
+  const float scalar = L.layer_scalar.f32[0];
+  for (int j = 0; j < n; ++j) {
+    float* pj = s_->proj.data() + size_t(j) * D;
+    rms_norm(pj, L.post_ffn_norm.f32, pj, D, eps);
+    float* xj = x + size_t(j) * D;
+    for (int i = 0; i < D; ++i) xj[i] = (xj[i] + pj[i]) * scalar;  // layer_scalar scales the whole stream
+  }
+}
+
+void Context::attention(int l, int n, const int32_t* block_end) {
+  const TextConfig& t = model_.config().text;
+  const LayerGeometry g = t.layer(l);
+  const int H = t.num_heads, hd = g.head_dim, nkv = g.n_kv_heads, group = H / nkv;
+  const bool bidirectional = !g.full || rc_.image_attention == ImageAttention::AllLayers;
+  const size_t score_stride = size_t(rc_.max_context) + size_t(rc_.max_chunk);
+  auto task = [&](int task_id, int thread) {
+    const int j = task_id / H, h = task_id % H, kvh = h / group;  // GQA: contiguous query heads share a KV head
+    const int64_t pos = n_past_ + j;
+    // Visible keys: [lo, hi]. Causal, extended to the end of the row's image block where images are
+    // bidirectional; sliding layers also drop keys that are window or more positions back.
+    const int64_t hi = bidirectional ? std::max<int64_t>(pos, block_end[j]) : pos;
+    const int64_t lo = g.full ? 0 : std::max<int64_t>(0, pos - g.window + 1);
+    const float* qh = s_->q.data() + (size_t(j) * H + h) * hd;
+    float* sc = s_->scores.data() + size_t(thread) * score_stride;
+    const int nk = int(hi - lo + 1);
+    for (int i = 0; i < nk; ++i) {
+      const float* kh = kv_.k(l, kv_.slot(l, lo + i)) + size_t(kvh) * hd;
+      sc[i] = dot_f32(qh, kh, hd);  // scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd)
+    }
+    softmax(sc, nk);
+    float* out = s_->attn.data() + (size_t(j) * H + h) * hd;
+    std::fill_n(out, hd, 0.f);
+    for (int i = 0; i < nk; ++i) axpy(sc[i], kv_.v(l, kv_.slot(l, lo + i)) + size_t(kvh) * hd, out, hd);
+  };
+  pool_->parallel_for(n * H, task);
+}
+
+}  // namespace conflux

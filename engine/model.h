@@ -1,0 +1,101 @@
+// The gemma4_unified model: weights (shared, read-only) and a Context per sequence (KV cache and
+// activations, sized up front). Context::decode appends rows (text tokens or soft-token embeddings)
+// at the next positions and returns logits for the rows asked for; it can be called with one token
+// or with chunks at any moment (incremental prefill).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/kv_cache.h"
+#include "engine/safetensors.h"
+#include "engine/thread_pool.h"
+#include "engine/weights.h"
+
+namespace conflux {
+
+// How image soft tokens attend to each other (architecture doc §3.7).
+enum class ImageAttention {
+  SlidingOnly,  // HF generate(): bidirectional inside an image on sliding layers only (default)
+  AllLayers,    // llama.cpp: bidirectional inside an image on every layer
+};
+
+// One runtime configuration per model instance / request.
+struct RuntimeConfig {
+  int n_threads = 0;          // 0 = all cores
+  int max_context = 4096;     // positions a Context can hold (full-layer cache capacity)
+  int max_chunk = 512;        // most rows per decode() call; larger inputs are split by the caller
+  ImageAttention image_attention = ImageAttention::SlidingOnly;
+};
+
+class Model {
+ public:
+  // Loads config.json and the safetensors weights of `dir` (memory-mapped, used in their dtype).
+  static std::unique_ptr<Model> load(const std::string& dir);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const std::string& dir() const { return dir_; }
+  size_t weight_bytes() const { return ckpt_->total_bytes(); }
+  DType weight_dtype() const { return weights_.embed_tokens.ref.dtype; }
+
+ private:
+  Model() = default;
+  std::string dir_;
+  ModelConfig config_;
+  std::unique_ptr<Checkpoint> ckpt_;
+  ModelWeights weights_;
+};
+
+// Rows appended by one decode() call. Row j is at position n_past() + j.
+struct DecodeBatch {
+  int n = 0;
+  const int32_t* tokens = nullptr;       // (n) ids; ignored for embedding rows
+  const float* embeddings = nullptr;     // (n, D): row j used when is_embedding[j]
+  const uint8_t* is_embedding = nullptr; // (n) or nullptr (all text)
+  const int32_t* image_block = nullptr;  // (n) or nullptr: equal values >= 0 form one bidirectional image
+  const uint8_t* want_logits = nullptr;  // (n) or nullptr (only the last row)
+};
+
+class Context {
+ public:
+  Context(const Model& model, const RuntimeConfig& rc);
+  ~Context();
+
+  // Appends the batch to the KV cache; writes one logits row (V floats, soft-capped) per row that
+  // wants logits, in row order, to logits_out. Throws std::invalid_argument if the batch is larger
+  // than max_chunk, overflows max_context or splits an image block across calls.
+  void decode(const DecodeBatch& batch, float* logits_out);
+  // Convenience: appends text ids in max_chunk pieces; logits of the last id into logits_out (may be null).
+  void decode_tokens(const int32_t* ids, int n, float* logits_out);
+
+  // Soft-token embeddings (D floats each), not multiplied by sqrt(D).
+  // patches: (n, 48*48*3) HWC values in [0,1]; gx/gy: (n) grid column and row of each patch.
+  void embed_image_patches(const float* patches, const int32_t* gx, const int32_t* gy, int n, float* out);
+  // frames: (n, 640) samples (a short last frame must be zero-padded by the caller).
+  void embed_audio_frames(const float* frames, int n, float* out);
+
+  int64_t n_past() const { return n_past_; }
+  void reset() { n_past_ = 0; }
+  const RuntimeConfig& runtime() const { return rc_; }
+  const Model& model() const { return model_; }
+  ThreadPool& pool() { return *pool_; }
+  size_t kv_bytes() const { return kv_.bytes(); }
+  size_t activation_bytes() const;
+
+ private:
+  struct Scratch;
+  void layer_forward(int layer, int n, const int32_t* block_end);
+  void attention(int layer, int n, const int32_t* block_end);
+
+  const Model& model_;
+  RuntimeConfig rc_;
+  std::unique_ptr<ThreadPool> pool_;
+  KvCache kv_;
+  std::unique_ptr<Scratch> s_;
+  int64_t n_past_ = 0;
+};
+
+}  // namespace conflux

@@ -1,0 +1,315 @@
+// Kernel implementations: scalar reference versions, AVX2 and AVX-512 variants compiled with target
+// attributes (the build itself stays plain x86-64), and run-time dispatch on CPU features.
+#include "engine/ops.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/safetensors.h"
+
+namespace conflux {
+
+// ---------------------------------------------------------------- scalar twins
+namespace scalar {
+
+void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    double acc = 0.0;  // double: the reference the SIMD sums are compared against
+    for (int i = 0; i < n; ++i) {
+      float wv;
+      switch (t) {
+        case DType::F32: wv = static_cast<const float*>(w)[size_t(r) * stride + i]; break;
+        case DType::BF16: wv = bf16_to_f32(static_cast<const uint16_t*>(w)[size_t(r) * stride + i]); break;
+        default: wv = f16_to_f32(static_cast<const uint16_t*>(w)[size_t(r) * stride + i]); break;
+      }
+      acc += double(x[i]) * wv;
+    }
+    out[r] = float(acc);
+  }
+}
+
+float dot_f32(const float* a, const float* b, int n) {
+  double acc = 0.0;
+  for (int i = 0; i < n; ++i) acc += double(a[i]) * b[i];
+  return float(acc);
+}
+
+void axpy(float a, const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace scalar
+
+// ---------------------------------------------------------------- AVX2 + FMA + F16C
+namespace {
+
+#define CONFLUX_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define CONFLUX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+CONFLUX_AVX2 inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+template <DType T>
+CONFLUX_AVX2 inline __m256 load8(const void* w, size_t i) {
+  if constexpr (T == DType::F32) {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  } else if constexpr (T == DType::BF16) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm256_cvtph_ps(h);
+  }
+}
+
+template <DType T>
+inline float load1(const void* w, size_t i) {
+  if constexpr (T == DType::F32) return static_cast<const float*>(w)[i];
+  else if constexpr (T == DType::BF16) return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+  else return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
+}
+
+template <DType T>
+CONFLUX_AVX2 void dot_rows_avx2(const float* x, const void* w, size_t stride, int rows, int n, float* out) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    for (int r = 0; r < rows; ++r) acc[r] = _mm256_fmadd_ps(xv, load8<T>(w, size_t(r) * stride + i), acc[r]);
+  }
+  for (int r = 0; r < rows; ++r) {
+    float s = hsum256(acc[r]);
+    for (int j = i; j < n; ++j) s += x[j] * load1<T>(w, size_t(r) * stride + j);
+    out[r] = s;
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512
+template <DType T>
+CONFLUX_AVX512 inline __m512 load16(const void* w, size_t i) {
+  if constexpr (T == DType::F32) {
+    return _mm512_loadu_ps(static_cast<const float*>(w) + i);
+  } else if constexpr (T == DType::BF16) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm512_cvtph_ps(h);
+  }
+}
+
+template <DType T>
+CONFLUX_AVX512 void dot_rows_avx512(const float* x, const void* w, size_t stride, int rows, int n, float* out) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    for (int r = 0; r < rows; ++r) acc[r] = _mm512_fmadd_ps(xv, load16<T>(w, size_t(r) * stride + i), acc[r]);
+  }
+  for (int r = 0; r < rows; ++r) {
+    float s = _mm512_reduce_add_ps(acc[r]);
+    for (int j = i; j < n; ++j) s += x[j] * load1<T>(w, size_t(r) * stride + j);
+    out[r] = s;
+  }
+}
+
+CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
+  float out;
+  dot_rows_avx512<DType::F32>(a, b, 0, 1, n, &out);
+  return out;
+}
+CONFLUX_AVX2 float dot_f32_avx2(const float* a, const float* b, int n) {
+  float out;
+  dot_rows_avx2<DType::F32>(a, b, 0, 1, n, &out);
+  return out;
+}
+
+CONFLUX_AVX512 void axpy_avx512(float a, const float* x, float* y, int n) {
+  const __m512 av = _mm512_set1_ps(a);
+  int i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+CONFLUX_AVX2 void axpy_avx2(float a, const float* x, float* y, int n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// ---------------------------------------------------------------- dispatch
+enum class Isa { Scalar, Avx2, Avx512 };
+
+Isa detect_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Isa::Avx2;
+  return Isa::Scalar;
+}
+
+const Isa kDetectedIsa = detect_isa();
+Isa g_isa = kDetectedIsa;
+
+}  // namespace
+
+const char* kernel_isa() {
+  switch (g_isa) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+void force_scalar_kernels(bool on) { g_isa = on ? Isa::Scalar : kDetectedIsa; }
+
+void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out) {
+  switch (g_isa) {
+    case Isa::Avx512:
+      switch (t) {
+        case DType::F32: return dot_rows_avx512<DType::F32>(x, w, stride, rows, n, out);
+        case DType::BF16: return dot_rows_avx512<DType::BF16>(x, w, stride, rows, n, out);
+        case DType::F16: return dot_rows_avx512<DType::F16>(x, w, stride, rows, n, out);
+      }
+      break;
+    case Isa::Avx2:
+      switch (t) {
+        case DType::F32: return dot_rows_avx2<DType::F32>(x, w, stride, rows, n, out);
+        case DType::BF16: return dot_rows_avx2<DType::BF16>(x, w, stride, rows, n, out);
+        case DType::F16: return dot_rows_avx2<DType::F16>(x, w, stride, rows, n, out);
+      }
+      break;
+    case Isa::Scalar: break;
+  }
+  scalar::dot_rows(t, x, w, stride, rows, n, out);
+}
+
+float dot_f32(const float* a, const float* b, int n) {
+  switch (g_isa) {
+    case Isa::Avx512: return dot_f32_avx512(a, b, n);
+    case Isa::Avx2: return dot_f32_avx2(a, b, n);
+    default: return scalar::dot_f32(a, b, n);
+  }
+}
+
+void axpy(float a, const float* x, float* y, int n) {
+  switch (g_isa) {
+    case Isa::Avx512: return axpy_avx512(a, x, y, n);
+    case Isa::Avx2: return axpy_avx2(a, x, y, n);
+    default: return scalar::axpy(a, x, y, n);
+  }
+}
+
+// ---------------------------------------------------------------- matmul
+namespace {
+constexpr int kRowsPerDot = 4;     // W rows sharing one pass over x (dot_rows's limit)
+constexpr int kRowsPerTask = 16;   // W rows per task: small enough to balance 2..16 threads
+}  // namespace
+
+size_t matmul_scratch_floats(int in_dim) { return size_t(kRowsPerTask) * size_t(in_dim); }
+
+void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
+  const int out_dim = int(w.shape[0]);
+  const int in_dim = int(w.shape[1]);
+  const size_t elem = dtype_size(w.dtype);
+  const int n_tasks = (out_dim + kRowsPerTask - 1) / kRowsPerTask;
+  const bool widen = n > 1 && w.dtype != DType::F32;
+  auto task = [&](int t, int thread) {
+    const int r0 = t * kRowsPerTask, r1 = std::min(out_dim, r0 + kRowsPerTask);
+    const uint8_t* wrows = static_cast<const uint8_t*>(w.data) + size_t(r0) * size_t(in_dim) * elem;
+    DType wt = w.dtype;
+    const void* wsrc = wrows;
+    if (widen) {
+      // Widen this block of W once; the n rows of x then run the f32 kernel over it.
+      float* buf = scratch + size_t(thread) * matmul_scratch_floats(in_dim);
+      convert_to_f32(w.dtype, wrows, buf, size_t(r1 - r0) * size_t(in_dim));
+      wsrc = buf;
+      wt = DType::F32;
+    }
+    const size_t welem = dtype_size(wt);
+    for (int j = 0; j < n; ++j) {
+      const float* xj = x + size_t(j) * in_dim;
+      float* yj = y + size_t(j) * out_dim;
+      for (int r = r0; r < r1; r += kRowsPerDot) {
+        const int rows = std::min(kRowsPerDot, r1 - r);
+        dot_rows(wt, xj, static_cast<const uint8_t*>(wsrc) + size_t(r - r0) * in_dim * welem, size_t(in_dim), rows,
+                 in_dim, yj + r);
+      }
+    }
+  };
+  pool.parallel_for(n_tasks, task);
+}
+
+// ---------------------------------------------------------------- small ops
+void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
+  double ss = 0.0;
+  for (int i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const float scale = float(1.0 / std::sqrt(ss / n + eps));
+  if (w) {
+    for (int i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+  } else {
+    for (int i = 0; i < n; ++i) y[i] = x[i] * scale;
+  }
+}
+
+void layer_norm(const float* x, const float* w, const float* b, float* y, int n, float eps) {
+  double mean = 0.0;
+  for (int i = 0; i < n; ++i) mean += x[i];
+  mean /= n;
+  double var = 0.0;
+  for (int i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= n;
+  const double inv = 1.0 / std::sqrt(var + eps);
+  for (int i = 0; i < n; ++i) y[i] = float((x[i] - mean) * inv) * w[i] + b[i];
+}
+
+float gelu_tanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;  // sqrt(2/pi)
+  return 0.5f * x * (1.f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
+
+void gelu_mul(float* a, const float* b, int n) {
+  for (int i = 0; i < n; ++i) a[i] = gelu_tanh(a[i]) * b[i];
+}
+
+void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos) {
+  const int half = hd / 2;
+  for (int i = 0; i < n_pairs; ++i) {
+    // Angle in double: positions reach 262144 and f32 would lose the phase.
+    const double angle = double(pos) * inv_freq[i];
+    const float c = float(std::cos(angle)), s = float(std::sin(angle));
+    const float a = x[i], b = x[i + half];
+    x[i] = a * c - b * s;
+    x[i + half] = b * c + a * s;
+  }
+}
+
+void softcap(float* y, int n, float cap) {
+  for (int i = 0; i < n; ++i) y[i] = cap * std::tanh(y[i] / cap);
+}
+
+void softmax(float* x, int n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  if (mx == -std::numeric_limits<float>::infinity()) {
+    for (int i = 0; i < n; ++i) x[i] = 0.f;
+    return;
+  }
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = float(1.0 / sum);
+  for (int i = 0; i < n; ++i) x[i] *= inv;
+}
+
+}  // namespace conflux

@@ -1,0 +1,53 @@
+// Kernels of the forward pass. Each SIMD kernel has a plain scalar twin in namespace `scalar`; tests
+// compare the two on odd sizes. SIMD variants (AVX2+FMA+F16C, AVX-512) are chosen at run time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/dtype.h"
+#include "engine/thread_pool.h"
+
+namespace conflux {
+
+struct TensorRef;
+
+// Which instruction set the dispatched kernels use ("avx512", "avx2", "scalar").
+const char* kernel_isa();
+// Forces the scalar kernels (tests and benchmarks compare against them). Not thread-safe.
+void force_scalar_kernels(bool on);
+
+// out[r] = dot(x, w + r * stride) for r in [0, rows), rows <= 4, w in dtype `t`, length n.
+void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out);
+
+// y (n, out_dim) = x (n, in_dim) · Wᵀ for W (out_dim, in_dim) in its stored dtype. Multi-threaded over
+// blocks of W rows; for n > 1 each W block is widened to f32 once and reused across the n rows.
+// `scratch` must hold ThreadPool::size() * matmul_scratch_floats(in_dim) floats (no allocation here).
+void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch);
+size_t matmul_scratch_floats(int in_dim);
+
+// y = x * (mean(x²) + eps)^-1/2 * w   (w == nullptr: scale-free). In place allowed.
+void rms_norm(const float* x, const float* w, float* y, int n, float eps);
+// y = (x - mean) / sqrt(var + eps) * w + b  with the population variance. In place allowed.
+void layer_norm(const float* x, const float* w, const float* b, float* y, int n, float eps);
+// gelu_pytorch_tanh: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+float gelu_tanh(float x);
+// a[i] = gelu_tanh(a[i]) * b[i]
+void gelu_mul(float* a, const float* b, int n);
+// NeoX rotate-half RoPE over hd dims: pairs (i, i + hd/2) for i < n_pairs rotate by pos * inv_freq[i];
+// the rest are identity (proportional RoPE).
+void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos);
+// y[i] = cap * tanh(y[i] / cap)
+void softcap(float* y, int n, float cap);
+// Numerically safe softmax in place; entries equal to -inf get 0.
+void softmax(float* x, int n);
+float dot_f32(const float* a, const float* b, int n);
+// y += a * x
+void axpy(float a, const float* x, float* y, int n);
+
+namespace scalar {
+void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out);
+float dot_f32(const float* a, const float* b, int n);
+void axpy(float a, const float* x, float* y, int n);
+}  // namespace scalar
+
+}  // namespace conflux

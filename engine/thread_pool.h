@@ -1,0 +1,62 @@
+// A persistent worker pool for the kernels: threads are created once, woken per parallel region, and
+// the calling thread takes a share of the work. No allocation per call.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace conflux {
+
+// Non-owning reference to a callable `void(int task, int thread)`; avoids std::function's allocation.
+class TaskRef {
+ public:
+  template <class F>
+  TaskRef(F& f) : obj_(&f), call_([](void* o, int task, int thread) { (*static_cast<F*>(o))(task, thread); }) {}
+  void operator()(int task, int thread) const { call_(obj_, task, thread); }
+
+ private:
+  void* obj_;
+  void (*call_)(void*, int, int);
+};
+
+class ThreadPool {
+ public:
+  // n_threads counts the caller: 1 means everything runs inline. 0 picks hardware_concurrency().
+  explicit ThreadPool(int n_threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+
+  // Runs fn(task, thread) for every task in [0, n_tasks); thread is in [0, size()). Returns when all
+  // tasks are done. Tasks are handed out dynamically, so uneven tasks balance.
+  template <class F>
+  void parallel_for(int n_tasks, F&& fn) {
+    auto& f = fn;
+    run(n_tasks, TaskRef(f));
+  }
+
+ private:
+  void run(int n_tasks, TaskRef fn);
+  void worker_main(int thread);
+  void drain(int thread);
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::condition_variable done_cv_;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  TaskRef* job_ = nullptr;
+  int n_tasks_ = 0;
+  std::atomic<int> next_task_{0};
+  int busy_workers_ = 0;
+};
+
+}  // namespace conflux

@@ -1,0 +1,200 @@
+// Every SIMD kernel against its plain scalar twin, on odd sizes; small ops against their definitions.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/dtype.h"
+#include "engine/ops.h"
+#include "engine/safetensors.h"
+
+namespace conflux {
+namespace {
+
+std::vector<float> randn(size_t n, uint64_t seed, float std = 1.f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.f, std);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Weights stored in `t`, plus the f32 values they really hold (after rounding to t).
+struct StoredWeights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+
+StoredWeights store(const std::vector<float>& v, DType t) {
+  StoredWeights s;
+  s.bytes.resize(v.size() * dtype_size(t));
+  s.values.resize(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (t == DType::F32) {
+      std::memcpy(s.bytes.data() + 4 * i, &v[i], 4);
+      s.values[i] = v[i];
+    } else {
+      const uint16_t h = t == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+      std::memcpy(s.bytes.data() + 2 * i, &h, 2);
+      s.values[i] = t == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+  }
+  return s;
+}
+
+class DotRows : public ::testing::TestWithParam<std::tuple<DType, int>> {};
+
+// SIMD sums in a different order than the double-precision scalar twin; for n terms of unit-variance
+// products the float32 error grows like sqrt(n) * 2^-24 * |terms|: 1e-5 relative to sum(|x*w|) covers it.
+TEST_P(DotRows, SimdMatchesScalarTwin) {
+  const auto [t, n] = GetParam();
+  const int rows = 4;
+  const size_t stride = size_t(n) + 3;  // rows not packed: the stride is honoured
+  const auto x = randn(size_t(n), 1);
+  const StoredWeights w = store(randn(stride * rows, 2), t);
+  for (int r = 1; r <= rows; ++r) {
+    float simd[4], ref[4];
+    dot_rows(t, x.data(), w.bytes.data(), stride, r, n, simd);
+    scalar::dot_rows(t, x.data(), w.bytes.data(), stride, r, n, ref);
+    for (int i = 0; i < r; ++i) {
+      double mag = 0;
+      for (int k = 0; k < n; ++k) mag += std::fabs(x[size_t(k)] * w.values[size_t(i) * stride + k]);
+      EXPECT_NEAR(simd[i], ref[i], 1e-5 * mag + 1e-6) << "dtype " << dtype_name(t) << " n " << n << " row " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(OddSizes, DotRows,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
+                                            ::testing::Values(1, 7, 15, 16, 17, 31, 33, 100, 257, 1001)));
+
+TEST(Ops, KernelIsaIsReported) {
+  const std::string isa = kernel_isa();
+  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "scalar") << isa;
+}
+
+TEST(Ops, MatmulMatchesNaiveForAllDtypesAndBatchSizes) {
+  ThreadPool pool(2);
+  for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+    for (int n : {1, 3}) {
+      const int out = 37, in = 53;  // odd on purpose: partial task blocks and SIMD tails
+      const auto x = randn(size_t(n) * in, 3);
+      const StoredWeights w = store(randn(size_t(out) * in, 4), t);
+      TensorRef ref;
+      ref.dtype = t;
+      ref.shape = {out, in};
+      ref.data = w.bytes.data();
+      std::vector<float> y(size_t(n) * out), scratch(size_t(pool.size()) * matmul_scratch_floats(in));
+      matmul(pool, x.data(), n, ref, y.data(), scratch.data());
+      for (int j = 0; j < n; ++j)
+        for (int o = 0; o < out; ++o) {
+          double acc = 0, mag = 0;
+          for (int i = 0; i < in; ++i) {
+            acc += double(x[size_t(j) * in + i]) * w.values[size_t(o) * in + i];
+            mag += std::fabs(double(x[size_t(j) * in + i]) * w.values[size_t(o) * in + i]);
+          }
+          EXPECT_NEAR(y[size_t(j) * out + o], acc, 1e-5 * mag + 1e-6) << dtype_name(t) << " n=" << n;
+        }
+    }
+  }
+}
+
+TEST(Ops, AxpyAndDotMatchScalarTwins) {
+  for (int n : {1, 9, 31, 64, 129}) {
+    const auto a = randn(size_t(n), 5), b = randn(size_t(n), 6);
+    double mag = 0;
+    for (int i = 0; i < n; ++i) mag += std::fabs(a[size_t(i)] * b[size_t(i)]);
+    EXPECT_NEAR(dot_f32(a.data(), b.data(), n), scalar::dot_f32(a.data(), b.data(), n), 1e-5 * mag + 1e-6);
+    auto y1 = b, y2 = b;
+    axpy(0.37f, a.data(), y1.data(), n);
+    scalar::axpy(0.37f, a.data(), y2.data(), n);
+    for (int i = 0; i < n; ++i) EXPECT_NEAR(y1[size_t(i)], y2[size_t(i)], 1e-6f);  // one fma vs mul+add: 1 ulp
+  }
+}
+
+TEST(Ops, RmsNormWithAndWithoutWeight) {
+  const std::vector<float> x = {1.f, -2.f, 3.f};
+  const std::vector<float> w = {0.5f, 1.f, 2.f};
+  std::vector<float> y(3);
+  const float eps = 1e-6f;
+  const float inv = 1.f / std::sqrt((1.f + 4.f + 9.f) / 3.f + eps);
+  rms_norm(x.data(), w.data(), y.data(), 3, eps);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(y[size_t(i)], x[size_t(i)] * inv * w[size_t(i)], 1e-6f);
+  rms_norm(x.data(), nullptr, y.data(), 3, eps);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(y[size_t(i)], x[size_t(i)] * inv, 1e-6f);
+  // An all-zero frame stays zero (the audio embedder relies on it).
+  std::vector<float> z(640, 0.f);
+  rms_norm(z.data(), nullptr, z.data(), 640, eps);
+  for (float v : z) EXPECT_EQ(v, 0.f);
+}
+
+TEST(Ops, LayerNormUsesPopulationVariance) {
+  const std::vector<float> x = {1.f, 2.f, 3.f, 4.f};
+  const std::vector<float> w = {1.f, 1.f, 1.f, 1.f}, b = {0.f, 0.f, 0.f, 1.f};
+  std::vector<float> y(4);
+  layer_norm(x.data(), w.data(), b.data(), y.data(), 4, 1e-5f);
+  const float inv = 1.f / std::sqrt(1.25f + 1e-5f);  // var = mean((x - 2.5)^2) = 1.25
+  EXPECT_NEAR(y[0], -1.5f * inv, 1e-6f);
+  EXPECT_NEAR(y[3], 1.5f * inv + 1.f, 1e-6f);
+}
+
+TEST(Ops, GeluTanhKnownValues) {
+  EXPECT_EQ(gelu_tanh(0.f), 0.f);
+  // gelu_tanh(1) = 0.5 * (1 + tanh(sqrt(2/pi) * 1.044715)) = 0.841192
+  EXPECT_NEAR(gelu_tanh(1.f), 0.8411920f, 1e-6f);
+  EXPECT_NEAR(gelu_tanh(-3.f), -0.0036374f, 1e-6f);
+}
+
+TEST(Ops, RopeNeoxPairsHalvesAndLeavesNonRotatingPairs) {
+  const int hd = 8, pairs = 2;  // proportional: pairs 0,1 rotate; 2,3 are identity
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<float> inv_freq = {1.f, 0.1f, 0.f, 0.f};
+  const auto orig = x;
+  rope_neox(x.data(), hd, pairs, inv_freq.data(), 3);
+  for (int i = 0; i < pairs; ++i) {
+    const double a = 3.0 * inv_freq[size_t(i)];
+    EXPECT_NEAR(x[size_t(i)], orig[size_t(i)] * std::cos(a) - orig[size_t(i + 4)] * std::sin(a), 1e-6);
+    EXPECT_NEAR(x[size_t(i + 4)], orig[size_t(i + 4)] * std::cos(a) + orig[size_t(i)] * std::sin(a), 1e-6);
+  }
+  for (int i : {2, 3, 6, 7}) EXPECT_EQ(x[size_t(i)], orig[size_t(i)]);
+}
+
+TEST(Ops, SoftmaxAndSoftcap) {
+  std::vector<float> x = {0.f, std::log(3.f), -INFINITY};
+  softmax(x.data(), 3);
+  EXPECT_NEAR(x[0], 0.25f, 1e-6f);
+  EXPECT_NEAR(x[1], 0.75f, 1e-6f);
+  EXPECT_EQ(x[2], 0.f);
+  std::vector<float> y = {0.f, 30.f, -1000.f};
+  softcap(y.data(), 3, 30.f);
+  EXPECT_EQ(y[0], 0.f);
+  EXPECT_NEAR(y[1], 30.f * std::tanh(1.f), 1e-5f);
+  EXPECT_NEAR(y[2], -30.f, 1e-5f);
+}
+
+TEST(Dtype, ConversionsRoundTrip) {
+  for (float f : {0.f, 1.f, -2.5f, 3.14159f, 65504.f, 6.1e-5f, 1e-7f}) {
+    EXPECT_NEAR(f16_to_f32(f32_to_f16(f)), f, std::fabs(f) * 1e-3f + 6e-8f) << f;  // f16: 11-bit mantissa
+    EXPECT_NEAR(bf16_to_f32(f32_to_bf16(f)), f, std::fabs(f) * 4e-3f) << f;      // bf16: 8-bit mantissa
+  }
+  EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(1e6f))));
+  EXPECT_EQ(f32_to_bf16(1.f), 0x3f80);
+  EXPECT_EQ(f32_to_f16(1.f), 0x3c00);
+}
+
+TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
+  ThreadPool pool(2);
+  for (int n : {1, 2, 7, 1000}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    pool.parallel_for(n, [&](int t, int thread) {
+      EXPECT_LT(thread, pool.size());
+      hits[size_t(t)]++;
+    });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  }
+}
+
+}  // namespace
+}  // namespace conflux
