@@ -109,7 +109,9 @@ size_t whitespace_length_at(std::string_view s, size_t pos) {
                               "\xE2\x81\x9F", "\xE3\x80\x80"})
     if (rest.starts_with(ws)) return ws.size();
   // U+2000..U+200A are E2 80 80..8A.
-  if (rest.size() >= 3 && rest.starts_with("\xE2\x80") && static_cast<unsigned char>(rest[2]) <= 0x8A) return 3;
+  if (rest.size() >= 3 && rest.starts_with("\xE2\x80") && static_cast<unsigned char>(rest[2]) >= 0x80 &&
+      static_cast<unsigned char>(rest[2]) <= 0x8A)
+    return 3;
   return 0;
 }
 

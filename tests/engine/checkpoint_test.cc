@@ -206,3 +206,32 @@ TEST_F(CheckpointTest, MissingFolderOrConfig) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// The 12B preset reproduces the published checkpoint exactly: 11,959,730,224 parameters in 677
+// tensors (architecture doc §2), no lm_head (tied), no v_proj on the 8 full layers.
+TEST(Presets, Gemma4_12bMatchesThePublishedTensorSet) {
+  ModelWeights w;
+  const ModelConfig c = gemma4_12b_config();
+  int64_t params = 0;
+  int tensors = 0;
+  for (const TensorSlot& s : tensor_table(c, w)) {
+    if (!s.required) continue;
+    int64_t n = 1;
+    for (auto d : s.shape) n *= d;
+    params += n;
+    ++tensors;
+  }
+  EXPECT_EQ(params, 11959730224);
+  EXPECT_EQ(tensors, 677);
+  int full = 0;
+  for (int i = 0; i < c.text.num_layers; ++i) full += c.text.layer(i).full;
+  EXPECT_EQ(full, 8);
+  EXPECT_TRUE(c.text.layer(47).full);
+  EXPECT_EQ(c.text.layer(5).rope_pairs, 64);  // 0.25 * 512 / 2
+}
+
+}  // namespace
+}  // namespace conflux
