@@ -163,3 +163,23 @@ std::string render_chat(const std::vector<ChatMessage>& messages, const ChatTemp
 }
 
 }  // namespace conflux
+
+namespace conflux {
+
+std::string chat_turn_header(const std::string& role) {
+  return std::string(kTurnOpen) + (role == "assistant" ? "model" : role) + "\n";
+}
+
+std::string chat_turn_end() { return std::string(kTurnClose); }
+
+std::string chat_generation_prompt(bool enable_thinking) {
+  return render_chat({}, ChatTemplateOptions{true, enable_thinking, ""});
+}
+
+std::string chat_system_turn(const std::string& system_text, bool enable_thinking) {
+  return render_chat({{"system", {{ChatPart::Kind::Text, system_text}}}}, ChatTemplateOptions{false, enable_thinking, ""});
+}
+
+std::string chat_trim(const std::string& text) { return std::string(trim(text)); }
+
+}  // namespace conflux

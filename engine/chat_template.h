@@ -27,3 +27,15 @@ struct ChatTemplateOptions {
 std::string render_chat(const std::vector<ChatMessage>& messages, const ChatTemplateOptions& options);
 
 }  // namespace conflux
+
+namespace conflux {
+
+// Pieces of the same format for a session that lays a conversation out incrementally, so that turns
+// built piece by piece equal what render_chat produces for the finished conversation.
+std::string chat_turn_header(const std::string& role);    // "<|turn>user\n" ("assistant" -> "model")
+std::string chat_turn_end();                              // "<turn|>\n"
+std::string chat_generation_prompt(bool enable_thinking); // "<|turn>model\n" [+ empty thought channel]
+std::string chat_system_turn(const std::string& system_text, bool enable_thinking);
+std::string chat_trim(const std::string& text);           // the template's trim of text content
+
+}  // namespace conflux

@@ -24,6 +24,7 @@ class KvCache {
   const float* k(int layer, int slot) const { return layers_[size_t(layer)].k.data() + size_t(slot) * layers_[size_t(layer)].row; }
   const float* v(int layer, int slot) const { return layers_[size_t(layer)].v.data() + size_t(slot) * layers_[size_t(layer)].row; }
   int capacity(int layer) const { return layers_[size_t(layer)].capacity; }
+  size_t row_floats(int layer) const { return layers_[size_t(layer)].row; }
   int max_context() const { return max_context_; }
   size_t bytes() const;
 

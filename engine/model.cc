@@ -259,3 +259,45 @@ void Context::attention(int l, int n, const int32_t* block_end) {
 }
 
 }  // namespace conflux
+
+namespace conflux {
+
+void Context::evict(int64_t begin, int64_t end) {
+  const TextConfig& t = model_.config().text;
+  const int64_t shift = end - begin;
+  if (begin < 0 || shift < 0 || end > n_past_)
+    throw std::invalid_argument("evict: range [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                ") is not inside the " + std::to_string(n_past_) + " cached positions");
+  if (shift == 0) return;
+  if (end > n_past_ - (t.sliding_window - 1))
+    throw std::invalid_argument("evict: range ends at " + std::to_string(end) + ", inside the last sliding window (" +
+                                std::to_string(t.sliding_window) + ") of " + std::to_string(n_past_) + " positions");
+  const int64_t new_past = n_past_ - shift;
+  for (int l = 0; l < t.num_layers; ++l) {
+    const LayerGeometry g = t.layer(l);
+    const float* inv_freq = g.full ? s_->inv_freq_full.data() : s_->inv_freq_sliding.data();
+    const size_t row = kv_.row_floats(l);
+    const int cap = kv_.capacity(l);
+    // New positions whose entries must exist afterwards: all of them on full layers, the last
+    // `capacity` on ring layers. Copy through a staging buffer because ring slots overlap.
+    const int64_t first = std::max<int64_t>(0, new_past - cap);
+    const int64_t moved_first = std::max(first, begin);  // entries before `begin` stay where they are
+    const size_t count = size_t(new_past - moved_first);
+    std::vector<float> k_stage(count * row), v_stage(count * row);
+    for (int64_t q = moved_first; q < new_past; ++q) {
+      const int src = kv_.slot(l, q + shift);
+      std::copy_n(kv_.k(l, src), row, k_stage.data() + size_t(q - moved_first) * row);
+      std::copy_n(kv_.v(l, src), row, v_stage.data() + size_t(q - moved_first) * row);
+    }
+    for (int64_t q = moved_first; q < new_past; ++q) {
+      const int dst = kv_.slot(l, q);
+      float* k = kv_.k(l, dst);
+      std::copy_n(k_stage.data() + size_t(q - moved_first) * row, row, k);
+      std::copy_n(v_stage.data() + size_t(q - moved_first) * row, row, kv_.v(l, dst));
+      for (int h = 0; h < g.n_kv_heads; ++h) rope_neox(k + size_t(h) * g.head_dim, g.head_dim, g.rope_pairs, inv_freq, -shift);
+    }
+  }
+  n_past_ = new_past;
+}
+
+}  // namespace conflux

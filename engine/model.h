@@ -79,10 +79,21 @@ class Context {
 
   int64_t n_past() const { return n_past_; }
   void reset() { n_past_ = 0; }
+
+  // Removes positions [begin, end) from the cache and moves every later position down by
+  // end - begin, re-rotating the cached keys by -(end - begin) so that each is exactly its raw key
+  // rotated for its new position (RoPE rotations compose; V carries no position). The kept entries
+  // keep the values they were computed with (they saw the removed rows, as in any KV eviction); what
+  // eviction guarantees is dense positions that never exceed the budget, and attention that sees the
+  // same relative distances among the kept entries. Sliding layers keep only their window, so the last
+  // sliding_window - 1 positions may not be removed: requires end <= n_past() - (sliding_window - 1).
+  // Throws std::invalid_argument otherwise.
+  void evict(int64_t begin, int64_t end);
   const RuntimeConfig& runtime() const { return rc_; }
   const Model& model() const { return model_; }
   ThreadPool& pool() { return *pool_; }
   size_t kv_bytes() const { return kv_.bytes(); }
+  const KvCache& kv_cache() const { return kv_; }
   size_t activation_bytes() const;
 
  private:

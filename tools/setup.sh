@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   cmake g++ ninja-build pkg-config ccache
-  nlohmann-json3-dev libstb-dev libgtest-dev
+  nlohmann-json3-dev libstb-dev libgtest-dev libwebrtc-audio-processing-dev espeak-ng sox
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -121,3 +121,22 @@ TEST(ChatTemplate, CustomBosToken) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// A conversation laid out piece by piece (as the streaming session does) equals the rendered one.
+TEST(ChatPieces, IncrementalLayoutEqualsRenderChat) {
+  const std::vector<ChatMessage> messages = {
+      {"system", {{ChatPart::Kind::Text, " Be brief. "}}},
+      {"user", {{ChatPart::Kind::Image, ""}, {ChatPart::Kind::Text, " What is this? "}}},
+      {"assistant", {{ChatPart::Kind::Text, "A cat."}}},
+  };
+  const std::string pieces = "<bos>" + chat_system_turn(" Be brief. ", false) + chat_turn_header("user") + "<|image|>" +
+                             chat_trim(" What is this? ") + chat_turn_end() + chat_turn_header("assistant") + "A cat." +
+                             chat_turn_end() + chat_generation_prompt(false);
+  EXPECT_EQ(pieces, render_chat(messages, ChatTemplateOptions{true, false, "<bos>"}));
+}
+
+}  // namespace
+}  // namespace conflux

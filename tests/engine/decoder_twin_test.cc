@@ -8,6 +8,7 @@
 #include <random>
 
 #include "engine/model.h"
+#include "engine/ops.h"
 #include "engine/random_checkpoint.h"
 #include "engine/sequence.h"
 
@@ -247,6 +248,104 @@ INSTANTIATE_TEST_SUITE_P(
         TwinCase{"own_v_random_chunks", false, {true, false, false, true, false}, 7, false, 5},
         TwinCase{"window_one_alternating", true, {false, true, false, true}, 1, true, 3}),
     [](const ::testing::TestParamInfo<TwinCase>& i) { return std::string(i.param.name); });
+
+}  // namespace
+}  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// Eviction on a sliding-only model whose remaining rows never saw the evicted ones (the tail is
+// longer than the receptive field layers x (window - 1)) must give exactly the logits of a sequence
+// that never held them: attention sees only relative positions, so the re-rotated keys must be right.
+// Float32 re-rotation adds ~1e-6 relative error per key; 1e-3 on logits near 30 is generous yet far
+// below the ~1 that a wrong rotation or slot gives.
+TEST(Eviction, SlidingOnlyModelMatchesASequenceWithoutTheEvictedRows) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("conflux_evict_" + std::to_string(::getpid()));
+  const ModelConfig cfg = twin_config(true, {false, false, false}, 4);
+  write_random_checkpoint(dir.string(), cfg, DType::F32, 21, 0.5f);
+  const auto model = Model::load(dir.string());
+  fs::remove_all(dir);
+  std::mt19937_64 rng(9);
+  auto ids = [&](int n) {
+    std::vector<int32_t> v;
+    for (int i = 0; i < n; ++i) v.push_back(int32_t(3 + rng() % 50));
+    return v;
+  };
+  const auto prefix = ids(8), middle = ids(13), tail = ids(14), more = ids(6);  // tail 14 > 3 x (4 - 1)
+  RuntimeConfig rc;
+  rc.n_threads = 2;
+  rc.max_context = 64;
+  rc.max_chunk = 8;
+  const int V = cfg.text.vocab_size;
+  Context evicted(*model, rc);
+  for (const auto* part : {&prefix, &middle, &tail}) evicted.decode_tokens(part->data(), int(part->size()), nullptr);
+  evicted.evict(8, 8 + 13);
+  EXPECT_EQ(evicted.n_past(), 8 + 14);
+  Context fresh(*model, rc);
+  for (const auto* part : {&prefix, &tail}) fresh.decode_tokens(part->data(), int(part->size()), nullptr);
+  std::vector<float> a(static_cast<size_t>(V)), b(static_cast<size_t>(V));
+  double max = 0;
+  for (int32_t id : more) {
+    evicted.decode_tokens(&id, 1, a.data());
+    fresh.decode_tokens(&id, 1, b.data());
+    for (int v = 0; v < V; ++v) max = std::max(max, double(std::fabs(a[size_t(v)] - b[size_t(v)])));
+  }
+  EXPECT_LE(max, 1e-3);
+  // Evicting inside the last window would lose sliding-layer keys: refused.
+  EXPECT_THROW(evicted.evict(evicted.n_past() - 2, evicted.n_past() - 1), std::invalid_argument);
+}
+
+// On every layer (full and ring), each kept key after eviction equals its raw key rotated for its new
+// position: un-rotating the old key by its old position and rotating by the new one gives it.
+TEST(Eviction, KeptKeysAreRotatedForTheirNewPositions) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("conflux_evict2_" + std::to_string(::getpid()));
+  const ModelConfig cfg = twin_config(true, {false, true, false, true}, 5);
+  write_random_checkpoint(dir.string(), cfg, DType::F32, 22, 0.5f);
+  const auto model = Model::load(dir.string());
+  fs::remove_all(dir);
+  RuntimeConfig rc;
+  rc.n_threads = 1;
+  rc.max_context = 64;
+  rc.max_chunk = 8;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back(3 + i % 50);
+  Context ctx(*model, rc);
+  ctx.decode_tokens(ids.data(), 40, nullptr);
+  const TextConfig& t = cfg.text;
+  // Snapshot the keys of positions that will survive.
+  const int64_t begin = 6, end = 20, shift = end - begin;
+  std::vector<std::vector<std::vector<float>>> before(size_t(t.num_layers));
+  for (int l = 0; l < t.num_layers; ++l)
+    for (int64_t p = end; p < 40; ++p) {
+      const KvCache& kv = ctx.kv_cache();
+      if (!t.layer(l).full && p < 40 - kv.capacity(l)) continue;
+      const float* k = kv.k(l, kv.slot(l, p));
+      before[size_t(l)].emplace_back(k, k + kv.row_floats(l));
+    }
+  ctx.evict(begin, end);
+  double max = 0;
+  for (int l = 0; l < t.num_layers; ++l) {
+    const LayerGeometry g = t.layer(l);
+    std::vector<float> inv(size_t(g.head_dim / 2), 0.f);
+    for (int i = 0; i < g.rope_pairs; ++i) inv[size_t(i)] = float(std::pow(double(g.rope_theta), -2.0 * i / g.head_dim));
+    const KvCache& kv = ctx.kv_cache();
+    size_t idx = 0;
+    for (int64_t p = end; p < 40; ++p) {
+      if (!g.full && p < 40 - kv.capacity(l)) continue;
+      std::vector<float> expect = before[size_t(l)][idx++];
+      for (int h = 0; h < g.n_kv_heads; ++h) {
+        rope_neox(expect.data() + h * g.head_dim, g.head_dim, g.rope_pairs, inv.data(), -p);
+        rope_neox(expect.data() + h * g.head_dim, g.head_dim, g.rope_pairs, inv.data(), p - shift);
+      }
+      const float* got = kv.k(l, kv.slot(l, p - shift));
+      for (size_t i = 0; i < expect.size(); ++i) max = std::max(max, double(std::fabs(got[i] - expect[i])));
+    }
+  }
+  // Keys are unit-RMS per head after k_norm (|k| ~ 1..3): float32 rotations agree to ~1e-6.
+  EXPECT_LE(max, 1e-5);
+  EXPECT_EQ(ctx.n_past(), 40 - shift);
+}
 
 }  // namespace
 }  // namespace conflux
