@@ -1,0 +1,163 @@
+// The streaming session: owns one conversation's sequence and KV cache and, on its own inference
+// thread, turns a live mix of timestamped inputs (audio samples, video frames, typed text, push-to-talk)
+// into KV-cache entries the moment each is complete, closes user turns on end of speech / typed text /
+// push-to-talk release / a commentary timer, and streams the model's answer to subscribers.
+//
+// Turn layout (Gemma 4 chat format, thinking off):
+//   <bos>[<|turn>system\n{system}<turn|>\n]
+//   <|turn>user\n [image] <|audio> frames... <audio|> [image] <|audio> frames... <audio|> [typed text] <turn|>\n
+//   <|turn>model\n<|channel>thought\n<channel|>{answer}<turn|>\n
+// An image arriving while an audio segment is open closes the segment, goes in as its own
+// bidirectional block, and the next speech frame reopens a segment. Video frames outside a user turn
+// are not appended; the newest one is held and goes in first when the next turn opens.
+//
+// Determinism: what enters the model depends only on the inputs and their timestamps (VAD decisions,
+// frame sampling, commentary timer all run on input time), so a replay reproduces it; only video
+// frames dropped by a full queue and barge-in cut points depend on wall-clock speed, and both are
+// reported as events.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/image.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+#include "engine/session/bounded_queue.h"
+#include "engine/session/latency.h"
+#include "engine/session/vad.h"
+#include "engine/tokenizer.h"
+
+namespace conflux {
+
+using SessionClock = std::chrono::steady_clock;
+using TimePoint = SessionClock::time_point;
+
+struct SessionConfig {
+  std::string system_prompt;
+  int image_budget = 280;              // soft tokens per video frame (70, 140, 280, 560, 1120)
+  double video_fps = 1.0;              // frames per second sampled into the model while a turn is open
+  VadConfig vad;
+  bool barge_in = true;                // user speech during an answer stops it
+  double commentary_interval_s = 0;    // > 0: close a turn and answer every N s of input time
+  SamplingParams sampling;             // greedy by default
+  int max_answer_tokens = 256;
+  int context_budget = 0;              // positions; 0 = the Context's max_context. Oldest turns are evicted past it
+  double audio_queue_seconds = 30;     // bounded audio queue; a full queue makes the producer wait
+  int video_queue_frames = 4;          // bounded video queue; a full queue drops the oldest frame
+  bool record_rows = false;            // keep every decoder row (tests and recording)
+};
+
+// Stage timestamps of one audio or video frame.
+struct FrameTiming {
+  TimePoint captured, dequeued, preprocessed, embedded, in_kv;
+};
+
+// Why a user turn ended.
+enum class TurnTrigger { EndOfSpeech, TypedText, PushToTalkRelease, Commentary, Request };
+
+struct TurnTiming {
+  TurnTrigger trigger = TurnTrigger::Request;
+  TimePoint trigger_time;   // end of speech detected / text typed / button released (input time)
+  TimePoint turn_closed;    // the closing tokens are in the KV cache
+  TimePoint first_token;
+  TimePoint last_token;
+  int n_tokens = 0;
+  bool interrupted = false; // barge-in or cancel
+};
+
+struct SessionEvent {
+  enum class Kind {
+    SpeechStarted,   // VAD onset (input time in `time`)
+    SpeechEnded,
+    ImageAdded,      // a sampled video frame is in the KV cache
+    AnswerStarted,   // turn closed, decoding begins (`turn`)
+    Token,           // `token`, `text` (complete UTF-8, may be empty)
+    AnswerDone,      // `text` = the whole answer; `timing`
+    FrameDropped,    // a video frame dropped by the full queue
+    Evicted,         // `count` positions evicted from the oldest turns
+    Error,           // `text`
+  } kind;
+  int turn = 0;
+  int32_t token = -1;
+  std::string text;
+  TimePoint time{};
+  int64_t count = 0;
+  TurnTiming timing;
+};
+
+// What the UI and status line read: a small copy, published by the session thread.
+struct SessionSnapshot {
+  bool answering = false;
+  bool in_speech = false;
+  float level_db = -100.f;
+  int turn = 0;
+  int64_t positions = 0;           // KV positions in use
+  int64_t max_positions = 0;       // the most ever in use (never above the context budget)
+  int64_t evicted_positions = 0;   // total positions evicted from old turns
+  int64_t audio_frames_in = 0;     // 640-sample frames that reached the session (all of them: none is dropped)
+  int64_t audio_frames = 0;        // frames appended to the KV cache (speech, pre-roll, or all without VAD)
+  int64_t video_frames_in = 0;     // frames taken from the video queue
+  int64_t video_frames_sampled = 0;  // of those, frames appended to the KV cache
+  uint64_t video_frames_dropped = 0; // frames dropped by the full video queue
+  size_t audio_queue_high_water = 0, video_queue_high_water = 0;
+  size_t audio_queue_samples = 0;
+  size_t video_queue_frames = 0;
+  double realtime_factor = 0;      // input seconds processed per wall second
+  Percentiles audio_frame_to_kv_ms, video_frame_to_kv_ms, turn_end_to_first_token_ms, decode_token_ms;
+  std::string answer;              // the answer being generated (or the last one)
+};
+
+// One decoder row the session appended (kept when SessionConfig::record_rows).
+struct SessionRow {
+  int32_t token = 0;
+  bool is_embedding = false;
+  int32_t image_block = -1;
+  std::vector<float> embedding;   // (D) when is_embedding
+};
+
+class Session {
+ public:
+  using Subscriber = std::function<void(const SessionEvent&)>;
+
+  // The model and tokenizer must outlive the session. Starts no thread yet.
+  Session(const Model& model, const Tokenizer& tokenizer, const RuntimeConfig& runtime, const SessionConfig& config);
+  ~Session();
+
+  // Subscribers run on the session thread and must return quickly. Add them before start().
+  void subscribe(Subscriber s);
+  void start();
+  // Processes everything queued so far, finishes any answer, and stops the thread.
+  void stop();
+
+  // Inputs, from any thread. Audio: 16 kHz mono samples; `captured` is the time of the first sample.
+  void push_audio(const float* samples, size_t n, TimePoint captured);
+  void push_video(ImageRGB frame, TimePoint captured);
+  void push_text(std::string text, TimePoint when);
+  void push_to_talk(bool pressed, TimePoint when);
+  void cancel_answer();
+
+  // Blocks until every input pushed so far has been processed and no answer is running.
+  void wait_idle();
+
+  SessionSnapshot snapshot() const;
+  const std::vector<SessionRow>& rows() const { return rows_; }          // valid after stop()
+  const std::vector<std::vector<int32_t>>& answers() const { return answers_; }  // tokens of each answer
+  // Row index at which each answer's first generated token was appended (after stop()).
+  const std::vector<int64_t>& answer_starts() const { return answer_starts_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<SessionRow> rows_;
+  std::vector<std::vector<int32_t>> answers_;
+  std::vector<int64_t> answer_starts_;
+};
+
+}  // namespace conflux

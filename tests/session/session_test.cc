@@ -1,0 +1,270 @@
+// The streaming session on the tiny-a reference model with real speech (espeak-ng + WebRTC VAD):
+// streaming changes timing, never results; turns close where speech ends; queues stay bounded under
+// a slow consumer with exact drop counts; a long accelerated session keeps memory flat and positions
+// inside the budget.
+#include "engine/session/session.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <unistd.h>
+
+#include "engine/sequence.h"
+#include "tests/session/speech_timeline.h"
+
+namespace conflux {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kTinyA = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+constexpr int kRate = 16000;
+constexpr size_t kChunk = 160;  // 10 ms pushes, as a capture callback delivers them
+
+TimePoint at(TimePoint t0, double seconds) {
+  return t0 + std::chrono::duration_cast<SessionClock::duration>(std::chrono::duration<double>(seconds));
+}
+
+ImageRGB test_image(int shade) {
+  ImageRGB img;
+  img.width = 480;  // 10 x 7 patches: budget 70 keeps it as is
+  img.height = 336;
+  img.rgb.resize(size_t(img.width) * img.height * 3);
+  for (size_t i = 0; i < img.rgb.size(); ++i) img.rgb[i] = uint8_t((i * 7 + size_t(shade) * 31) % 251);
+  return img;
+}
+
+class SessionTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = Model::load(kTinyA).release();
+    tok_ = new Tokenizer(Tokenizer::load(kTinyA + "/tokenizer.json"));
+    dir_ = fs::path(::testing::TempDir()) / ("conflux_session_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    for (const char* tool : {"espeak-ng", "sox"})
+      if (!tool_available(tool)) setup_error_ = std::string(tool) + " is missing: tools/setup.sh installs it";
+    if (setup_error_.empty()) {
+      a_ = new Clip(synthesize(dir_, "a", "-v en-us -s 160", "what do you see on the table"));
+      b_ = new Clip(synthesize(dir_, "b", "-v en-gb -s 140 -p 30", "how many shapes are there"));
+    }
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete tok_;
+    delete a_;
+    delete b_;
+    fs::remove_all(dir_);
+  }
+  void SetUp() override { ASSERT_TRUE(setup_error_.empty()) << setup_error_; }
+
+  static SessionConfig config() {
+    SessionConfig c;
+    c.image_budget = 70;
+    c.video_fps = 1.0;
+    c.max_answer_tokens = 6;
+    c.sampling.stop_tokens = {tok_->eos_id(), tok_->token_id("<turn|>")};
+    return c;
+  }
+  static RuntimeConfig runtime() {
+    RuntimeConfig rc;
+    rc.n_threads = 1;
+    rc.max_context = 2048;
+    rc.max_chunk = 128;
+    return rc;
+  }
+
+  // Pushes a timeline's audio in 10 ms pieces and one video frame every `video_period_s`, interleaved
+  // in timestamp order, as capture threads would. Returns the number of video frames pushed.
+  static int play(Session& s, const std::vector<float>& audio, TimePoint t0, double video_period_s) {
+    double next_video = 0;
+    int shade = 0;
+    for (size_t off = 0; off < audio.size(); off += kChunk) {
+      const double t = double(off) / kRate;
+      while (video_period_s > 0 && next_video <= t) {
+        s.push_video(test_image(shade++), at(t0, next_video));
+        next_video += video_period_s;
+      }
+      s.push_audio(audio.data() + off, std::min(kChunk, audio.size() - off), at(t0, t));
+    }
+    return shade;
+  }
+
+  static Model* model_;
+  static Tokenizer* tok_;
+  static Clip *a_, *b_;
+  static fs::path dir_;
+  static std::string setup_error_;
+};
+Model* SessionTest::model_ = nullptr;
+Tokenizer* SessionTest::tok_ = nullptr;
+Clip* SessionTest::a_ = nullptr;
+Clip* SessionTest::b_ = nullptr;
+fs::path SessionTest::dir_;
+std::string SessionTest::setup_error_;
+
+// Streaming changes timing, never results: the rows the session appended, fed offline through the
+// engine in other chunkings, give exactly the answers it streamed (greedy).
+TEST_F(SessionTest, StreamingGivesTheSameTokensAsOfflineEngine) {
+  const Timeline tl = build_timeline({a_, b_}, {1.0, 1.5, 1.5});
+  SessionConfig cfg = config();
+  cfg.record_rows = true;
+  cfg.system_prompt = "You are a live assistant.";
+  Session s(*model_, *tok_, runtime(), cfg);
+  std::vector<std::string> answers_text;
+  s.subscribe([&](const SessionEvent& e) {
+    if (e.kind == SessionEvent::Kind::AnswerDone) answers_text.push_back(e.text);
+  });
+  s.start();
+  const TimePoint t0 = SessionClock::now();
+  play(s, tl.samples, t0, 0.5);
+  s.push_text("and what colour is it?", at(t0, double(tl.samples.size()) / kRate + 0.1));
+  s.wait_idle();
+  s.stop();
+
+  // Two spoken turns and one typed turn, each answered.
+  ASSERT_EQ(s.answers().size(), 3u);
+  ASSERT_EQ(answers_text.size(), 3u);
+  const auto& rows = s.rows();
+  const int D = model_->config().text.hidden_size;
+  InputSequence seq(D);
+  std::vector<uint8_t> want;
+  std::vector<int32_t> expected;  // the answer token that follows each row that wants logits
+  std::vector<bool> is_answer(rows.size(), false);
+  for (size_t i = 0; i < s.answers().size(); ++i)
+    for (size_t k = 0; k < s.answers()[i].size(); ++k) is_answer[size_t(s.answer_starts()[i]) + k] = true;
+  int images = 0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    seq.tokens.push_back(rows[r].token);
+    seq.is_embedding.push_back(rows[r].is_embedding);
+    seq.image_block.push_back(rows[r].image_block);
+    if (rows[r].is_embedding) seq.embeddings.insert(seq.embeddings.end(), rows[r].embedding.begin(), rows[r].embedding.end());
+    else seq.embeddings.resize(seq.embeddings.size() + size_t(D), 0.f);
+    const bool next_is_answer = r + 1 < rows.size() && is_answer[r + 1];
+    want.push_back(next_is_answer);
+    if (next_is_answer) expected.push_back(rows[r + 1].token);
+    if (rows[r].image_block >= 0 && (r == 0 || rows[r - 1].image_block != rows[r].image_block)) ++images;
+  }
+  EXPECT_GE(images, 2) << "frames sampled at 1 fps during speech should reach the model";
+  RuntimeConfig rc = runtime();
+  Context ctx(*model_, rc);
+  std::vector<float> logits;
+  feed_sequence(ctx, seq, {29, true, 77}, want, logits);
+  const int V = model_->config().text.vocab_size;
+  ASSERT_EQ(logits.size(), expected.size() * size_t(V));
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const float* row = logits.data() + i * V;
+    EXPECT_EQ(int32_t(std::max_element(row, row + V) - row), expected[i]) << "answer token " << i;
+  }
+}
+
+// Turns close where the speech ends: end of speech is reported within the VAD's stated tolerance of the
+// true end plus the hangover (WebRTC's own ~100 ms decision lag and 40 ms frames: +-200 ms), and each
+// answer starts right after.
+TEST_F(SessionTest, TurnsCloseWhereSpeechEnds) {
+  const Timeline tl = build_timeline({a_, b_}, {1.0, 1.5, 1.5});
+  SessionConfig cfg = config();
+  Session s(*model_, *tok_, runtime(), cfg);
+  const TimePoint t0 = SessionClock::now();
+  std::vector<double> ends, starts;
+  int answers = 0;
+  s.subscribe([&](const SessionEvent& e) {
+    if (e.kind == SessionEvent::Kind::SpeechEnded) ends.push_back(std::chrono::duration<double>(e.time - t0).count());
+    if (e.kind == SessionEvent::Kind::SpeechStarted) starts.push_back(std::chrono::duration<double>(e.time - t0).count());
+    if (e.kind == SessionEvent::Kind::AnswerStarted) ++answers;
+  });
+  s.start();
+  play(s, tl.samples, t0, 0);
+  s.wait_idle();
+  s.stop();
+  ASSERT_EQ(ends.size(), 2u);
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(answers, 2);
+  const double hangover_s = cfg.vad.hangover_ms / 1000.0;
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_NEAR(ends[i], tl.true_end_s[i] + hangover_s, 0.2) << "utterance " << i;
+    EXPECT_NEAR(starts[i], tl.true_start_s[i], 0.25) << "utterance " << i;
+  }
+}
+
+// A consumer made slow on purpose (each image takes 40 ms more in a subscriber) while 30 fps video is
+// pushed as fast as possible: the video queue never exceeds its capacity, every pushed frame is either
+// taken or counted as dropped, and every audio sample still reaches the session.
+TEST_F(SessionTest, SlowConsumerKeepsQueuesBoundedAndCountsDrops) {
+  const Timeline tl = build_timeline({a_}, {0.5, 1.0});
+  SessionConfig cfg = config();
+  cfg.video_fps = 30;
+  cfg.video_queue_frames = 3;
+  cfg.audio_queue_seconds = 0.5;
+  Session s(*model_, *tok_, runtime(), cfg);
+  s.subscribe([&](const SessionEvent& e) {
+    if (e.kind == SessionEvent::Kind::ImageAdded) std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  });
+  s.start();
+  const TimePoint t0 = SessionClock::now();
+  const int frames = play(s, tl.samples, t0, 1.0 / 30);
+  s.wait_idle();
+  s.stop();
+  const SessionSnapshot snap = s.snapshot();
+  EXPECT_EQ(snap.video_frames_in + int64_t(snap.video_frames_dropped), frames);
+  EXPECT_GT(snap.video_frames_dropped, 0u) << "the slow consumer should have forced drops";
+  EXPECT_LE(snap.video_queue_high_water, size_t(cfg.video_queue_frames));
+  EXPECT_LE(snap.audio_queue_high_water, size_t(cfg.audio_queue_seconds * 25));  // 25 frames per second
+  EXPECT_EQ(snap.audio_frames_in, int64_t(tl.samples.size() / 640));
+}
+
+// Process memory in kB (resident set), from /proc.
+long rss_kb() {
+  std::ifstream in("/proc/self/statm");
+  long pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// Two hours of input (speech every 6 s, 1 fps video) fed as fast as possible: eviction keeps the
+// positions inside the budget, and memory stays flat after warm-up.
+TEST_F(SessionTest, LongAcceleratedSessionHasFlatMemoryAndBoundedPositions) {
+  SessionConfig cfg = config();
+  cfg.context_budget = 600;
+  cfg.max_answer_tokens = 3;
+  RuntimeConfig rc = runtime();
+  rc.max_context = 1024;
+  Session s(*model_, *tok_, rc, cfg);
+  s.start();
+  const TimePoint t0 = SessionClock::now();
+  const Timeline cycle = build_timeline({a_}, {1.0, 6.0 - 1.0 - double(a_->samples.size()) / kRate});
+  const double cycle_s = double(cycle.samples.size()) / kRate;
+  const int cycles = int(2 * 3600 / cycle_s);
+  long rss_warm = 0;
+  for (int c = 0; c < cycles; ++c) {
+    const double base = c * cycle_s;
+    for (size_t off = 0; off < cycle.samples.size(); off += kRate) {  // one second at a time
+      const double t = base + double(off) / kRate;
+      s.push_video(test_image(c), at(t0, t));
+      s.push_audio(cycle.samples.data() + off, std::min(size_t(kRate), cycle.samples.size() - off), at(t0, t));
+    }
+    if (c == cycles / 10) {
+      s.wait_idle();
+      rss_warm = rss_kb();
+    }
+  }
+  s.wait_idle();
+  const long rss_end = rss_kb();
+  const SessionSnapshot snap = s.snapshot();
+  s.stop();
+  std::printf("long session: %d cycles, %lld audio frames, %lld evicted positions, max positions %lld, RSS %ld -> %ld kB\n",
+              cycles, (long long)snap.audio_frames_in, (long long)snap.evicted_positions, (long long)snap.max_positions,
+              rss_warm, rss_end);
+  EXPECT_EQ(snap.audio_frames_in, int64_t(cycles) * int64_t(cycle.samples.size() / 640));
+  EXPECT_GT(snap.evicted_positions, 0);
+  EXPECT_LE(snap.max_positions, cfg.context_budget);
+  EXPECT_LE(snap.max_positions, model_->config().text.max_position_embeddings);
+  // Growth after warm-up: only the per-answer token lists (3 ids each) may grow; 8 MB bounds it with
+  // room for allocator noise, while a leak of one frame or image per cycle would be ~20x that.
+  EXPECT_LE(rss_end - rss_warm, 8 * 1024);
+}
+
+}  // namespace
+}  // namespace conflux
