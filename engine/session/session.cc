@@ -11,6 +11,8 @@
 #include "engine/chat_template.h"
 #include "engine/sequence.h"
 
+#include <nlohmann/json.hpp>
+
 namespace conflux {
 
 namespace {
@@ -261,6 +263,11 @@ struct Session::Impl {
     record_rows(&id, 1, embed_buf.data(), -1);
     ++audio_frames_consumed;
     audio_kv_ms.add(ms_between(f.timing.captured, f.timing.in_kv));
+    if (!subscribers.empty()) {
+      SessionEvent e{SessionEvent::Kind::AudioFrameInKv, turn, -1, "", f.input_time, 0, {}};
+      e.frame = f.timing;
+      emit(e);
+    }
   }
 
   void append_image(const VideoItem& v, TimePoint dequeued) {
@@ -302,6 +309,9 @@ struct Session::Impl {
     t.in_kv = SessionClock::now();
     ++video_sampled;
     video_kv_ms.add(ms_between(t.captured, t.in_kv));
+    SessionEvent e{SessionEvent::Kind::VideoFrameInKv, turn, -1, "", v.captured, n, {}};
+    e.frame = t;
+    emit(e);
     emit({SessionEvent::Kind::ImageAdded, turn, -1, "", v.captured, n, {}});
   }
 
@@ -693,6 +703,54 @@ void Session::wait_idle() {
 SessionSnapshot Session::snapshot() const {
   std::lock_guard<std::mutex> lock(impl_->snap_mu);
   return impl_->snap;
+}
+
+}  // namespace conflux
+
+namespace conflux {
+
+std::string event_to_json(const SessionEvent& e, TimePoint origin) {
+  auto ms = [&](TimePoint t) { return t == TimePoint{} ? nlohmann::json(nullptr) : nlohmann::json(ms_between(origin, t)); };
+  static const char* const kNames[] = {"speech_started", "speech_ended", "image_added", "answer_started", "token",
+                                       "answer_done", "frame_dropped", "evicted", "audio_frame_in_kv",
+                                       "video_frame_in_kv", "error"};
+  nlohmann::json j = {{"event", kNames[int(e.kind)]}, {"turn", e.turn}, {"t_ms", ms(e.time)}};
+  switch (e.kind) {
+    case SessionEvent::Kind::Token:
+      j["token"] = e.token;
+      j["text"] = e.text;
+      break;
+    case SessionEvent::Kind::AnswerDone: {
+      static const char* const kTriggers[] = {"end_of_speech", "typed_text", "push_to_talk", "commentary", "request"};
+      j["text"] = e.text;
+      j["trigger"] = kTriggers[int(e.timing.trigger)];
+      j["turn_end_ms"] = ms(e.timing.trigger_time);
+      j["turn_closed_ms"] = ms(e.timing.turn_closed);
+      j["first_token_ms"] = ms(e.timing.first_token);
+      j["last_token_ms"] = ms(e.timing.last_token);
+      j["tokens"] = e.timing.n_tokens;
+      j["interrupted"] = e.timing.interrupted;
+      break;
+    }
+    case SessionEvent::Kind::AudioFrameInKv:
+    case SessionEvent::Kind::VideoFrameInKv:
+      j["captured_ms"] = ms(e.frame.captured);
+      j["dequeued_ms"] = ms(e.frame.dequeued);
+      j["preprocessed_ms"] = ms(e.frame.preprocessed);
+      j["embedded_ms"] = ms(e.frame.embedded);
+      j["in_kv_ms"] = ms(e.frame.in_kv);
+      break;
+    case SessionEvent::Kind::ImageAdded:
+    case SessionEvent::Kind::Evicted:
+      j["count"] = e.count;
+      break;
+    case SessionEvent::Kind::Error:
+      j["message"] = e.text;
+      break;
+    default:
+      break;
+  }
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace conflux

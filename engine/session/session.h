@@ -82,6 +82,8 @@ struct SessionEvent {
     AnswerDone,      // `text` = the whole answer; `timing`
     FrameDropped,    // a video frame dropped by the full queue
     Evicted,         // `count` positions evicted from the oldest turns
+    AudioFrameInKv,  // one audio frame's stage timestamps in `frame`
+    VideoFrameInKv,  // one sampled video frame's stage timestamps in `frame`
     Error,           // `text`
   } kind;
   int turn = 0;
@@ -90,7 +92,12 @@ struct SessionEvent {
   TimePoint time{};
   int64_t count = 0;
   TurnTiming timing;
+  FrameTiming frame;
 };
+
+// One JSON object (no newline) for an event, times in milliseconds since `origin`: the metrics stream
+// (JSON lines) that `--metrics FILE`, the overlay and the benchmarks read.
+std::string event_to_json(const SessionEvent& e, TimePoint origin);
 
 // What the UI and status line read: a small copy, published by the session thread.
 struct SessionSnapshot {

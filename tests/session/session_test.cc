@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "engine/sequence.h"
+#include <nlohmann/json.hpp>
 #include "tests/session/speech_timeline.h"
 
 namespace conflux {
@@ -169,8 +170,18 @@ TEST_F(SessionTest, TurnsCloseWhereSpeechEnds) {
   Session s(*model_, *tok_, runtime(), cfg);
   const TimePoint t0 = SessionClock::now();
   std::vector<double> ends, starts;
-  int answers = 0;
+  int answers = 0, frame_events = 0, misordered_stages = 0;
+  std::vector<std::string> lines;
   s.subscribe([&](const SessionEvent& e) {
+    lines.push_back(event_to_json(e, t0));
+    if (e.kind == SessionEvent::Kind::AudioFrameInKv) {
+      ++frame_events;
+      const FrameTiming& f = e.frame;
+      // Capture times are input timestamps, ahead of the wall clock in this accelerated feed; the
+      // session's own stages must be in order.
+      if (!(f.dequeued <= f.preprocessed && f.preprocessed <= f.embedded && f.embedded <= f.in_kv))
+        ++misordered_stages;
+    }
     if (e.kind == SessionEvent::Kind::SpeechEnded) ends.push_back(std::chrono::duration<double>(e.time - t0).count());
     if (e.kind == SessionEvent::Kind::SpeechStarted) starts.push_back(std::chrono::duration<double>(e.time - t0).count());
     if (e.kind == SessionEvent::Kind::AnswerStarted) ++answers;
@@ -182,6 +193,20 @@ TEST_F(SessionTest, TurnsCloseWhereSpeechEnds) {
   ASSERT_EQ(ends.size(), 2u);
   ASSERT_EQ(starts.size(), 2u);
   EXPECT_EQ(answers, 2);
+  // The metrics stream: one event per audio frame in the cache, stages in order, valid JSON lines.
+  EXPECT_EQ(frame_events, s.snapshot().audio_frames);
+  EXPECT_EQ(misordered_stages, 0);
+  int answer_lines = 0;
+  for (const auto& line : lines) {
+    const auto j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j.contains("event")) << line;
+    if (j["event"] == "answer_done") {
+      ++answer_lines;
+      EXPECT_EQ(j["trigger"], "end_of_speech");
+      EXPECT_LE(j["turn_closed_ms"].get<double>(), j["first_token_ms"].get<double>());
+    }
+  }
+  EXPECT_EQ(answer_lines, 2);
   const double hangover_s = cfg.vad.hangover_ms / 1000.0;
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_NEAR(ends[i], tl.true_end_s[i] + hangover_s, 0.2) << "utterance " << i;
