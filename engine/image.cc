@@ -298,4 +298,17 @@ void extract_patch(const ImageRGB& img, int gx, int gy, float* out) {
   }
 }
 
+void extract_all_patches(const ImageRGB& img, std::vector<float>& patches, std::vector<int32_t>& gx,
+                         std::vector<int32_t>& gy) {
+  const int cols = img.width / kModelPatchSize, rows = img.height / kModelPatchSize, n = cols * rows;
+  patches.resize(size_t(n) * kPatchValues);
+  gx.resize(size_t(n));
+  gy.resize(size_t(n));
+  for (int i = 0; i < n; ++i) {
+    gx[size_t(i)] = i % cols;
+    gy[size_t(i)] = i / cols;
+    extract_patch(img, gx[size_t(i)], gy[size_t(i)], patches.data() + size_t(i) * kPatchValues);
+  }
+}
+
 }  // namespace conflux

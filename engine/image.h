@@ -46,4 +46,9 @@ ImageRGB preprocess_image(const ImageRGB& src, int max_soft_tokens);
 // out[(r * 48 + c) * 3 + ch] for row r, column c of the patch.
 void extract_patch(const ImageRGB& img, int gx, int gy, float* out);
 
+// Every patch of a preprocessed image in raster order (row-major over the grid): patches (n, 6912),
+// gx/gy (n) each patch's grid column and row.
+void extract_all_patches(const ImageRGB& img, std::vector<float>& patches, std::vector<int32_t>& gx,
+                         std::vector<int32_t>& gy);
+
 }  // namespace conflux

@@ -21,13 +21,9 @@ void InputSequence::add_image(Context& ctx, const ImageRGB& image, int max_soft_
   const SpecialTokens& tk = ctx.model().config().tokens;
   const ImageRGB resized = preprocess_image(image, max_soft_tokens);
   const int cols = resized.width / kModelPatchSize, rows = resized.height / kModelPatchSize, n = cols * rows;
-  std::vector<float> patches(size_t(n) * kPatchValues);  // (n, 6912)
-  std::vector<int32_t> gx(static_cast<size_t>(n)), gy(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    gx[size_t(i)] = i % cols;  // raster order: row-major over the patch grid
-    gy[size_t(i)] = i / cols;
-    extract_patch(resized, gx[size_t(i)], gy[size_t(i)], patches.data() + size_t(i) * kPatchValues);
-  }
+  std::vector<float> patches;  // (n, 6912)
+  std::vector<int32_t> gx, gy;
+  extract_all_patches(resized, patches, gx, gy);
   add_text({tk.boi});
   const int first = size();
   const int block = int(std::count_if(media.begin(), media.end(), [](const MediaSpan& m) { return m.kind == MediaSpan::Kind::Image; }));

@@ -122,6 +122,8 @@ struct Session::Impl {
   size_t preroll_head = 0, preroll_count = 0;
   std::vector<float> logits;                    // (V) of the last appended row
   std::vector<float> embed_buf;                 // (n, D) scratch for embeddings
+  std::vector<float> patches;                   // (n, 6912) patches of the image being appended
+  std::vector<int32_t> patch_x, patch_y;        // (n) their grid columns and rows
 
   // Metrics.
   mutable std::mutex snap_mu;
@@ -279,15 +281,9 @@ struct Session::Impl {
     const ImageRGB img = preprocess_image(v.image, cfg.image_budget);
     t.preprocessed = SessionClock::now();
     const int n = plan.n_tokens(), D = model.config().text.hidden_size;
-    std::vector<float> patches(size_t(n) * kPatchValues);
-    std::vector<int32_t> gx(static_cast<size_t>(n)), gy(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      gx[size_t(i)] = i % plan.grid_cols;
-      gy[size_t(i)] = i / plan.grid_cols;
-      extract_patch(img, gx[size_t(i)], gy[size_t(i)], patches.data() + size_t(i) * kPatchValues);
-    }
+    extract_all_patches(img, patches, patch_x, patch_y);
     embed_buf.resize(size_t(n) * D);
-    ctx.embed_image_patches(patches.data(), gx.data(), gy.data(), n, embed_buf.data());
+    ctx.embed_image_patches(patches.data(), patch_x.data(), patch_y.data(), n, embed_buf.data());
     t.embedded = SessionClock::now();
     append_ids({model.config().tokens.boi}, false);
     ensure_room(n + 1);

@@ -12,6 +12,7 @@
 #include "engine/case_file.h"
 #include "engine/model.h"
 #include "engine/sequence.h"
+#include "tests/support/allocation_counter.h"
 
 namespace conflux {
 namespace {
@@ -181,6 +182,44 @@ TEST(LogitsCommand, BadOptionFailsWithMessage) {
   const int rc = pclose(p);
   EXPECT_NE(rc, 0);
   EXPECT_NE(text.find("image-attention"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// Real-time rule: decoding a token allocates nothing (activations and cache are sized up front).
+TEST(DecodeLoop, DecodingATokenDoesNotAllocate) {
+  const auto model = Model::load(kTinyA);
+  RuntimeConfig rc;
+  rc.n_threads = 2;
+  rc.max_context = 64;
+  rc.max_chunk = 16;
+  Context ctx(*model, rc);
+  std::vector<float> logits(size_t(model->config().text.vocab_size));
+  int32_t id = 2;
+  DecodeBatch b;
+  b.n = 1;
+  b.tokens = &id;
+  ctx.decode(b, logits.data());  // warm-up
+  using testing_support::g_allocation_count;
+  using testing_support::g_count_allocations;
+  g_allocation_count = 0;
+  g_count_allocations = true;
+  for (int i = 0; i < 20; ++i) {
+    id = 3 + i;
+    ctx.decode(b, logits.data());
+  }
+  g_count_allocations = false;
+  EXPECT_EQ(g_allocation_count.load(), 0);
+  // The counter works: a vector allocation is seen.
+  g_count_allocations = true;
+  std::vector<float>* v = new std::vector<float>(8);
+  g_count_allocations = false;
+  delete v;
+  EXPECT_GE(g_allocation_count.load(), 1);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "engine/session/vad.h"
 #include "tests/session/speech_timeline.h"
 
+#include "tests/support/allocation_counter.h"
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,21 +25,8 @@
 
 #include <unistd.h>  // getpid, for a per-process temp dir
 
-// Counts heap allocations made while `g_count_allocations` is set, to check that push_frame does not
-// allocate. Replacing the global operator new is the only portable way to observe this from a test; the
-// replacements are noinline so GCC does not pair malloc/free with new/delete (-Wmismatched-new-delete).
-namespace {
-std::atomic<bool> g_count_allocations{false};
-std::atomic<long> g_allocation_count{0};
-}  // namespace
-
-[[gnu::noinline]] void* operator new(std::size_t size) {
-  if (g_count_allocations.load(std::memory_order_relaxed)) g_allocation_count.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+using conflux::testing_support::g_allocation_count;
+using conflux::testing_support::g_count_allocations;
 
 namespace conflux {
 namespace {
