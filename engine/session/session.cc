@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "engine/chat_template.h"
+#include "engine/encoder_baseline.h"
 #include "engine/sequence.h"
 
 #include <nlohmann/json.hpp>
@@ -30,11 +31,13 @@ double ms_between(TimePoint a, TimePoint b) { return std::chrono::duration<doubl
 struct AudioPiece {
   std::vector<float> samples;  // at most one frame's worth
   TimePoint captured;
+  TimePoint arrived;
 };
 
 struct VideoItem {
   ImageRGB image;
   TimePoint captured;
+  TimePoint arrived;
 };
 
 struct ControlItem {
@@ -74,6 +77,11 @@ struct Session::Impl {
         logits(size_t(m.config().text.vocab_size)) {
     budget = cfg.context_budget > 0 ? std::min(cfg.context_budget, rc.max_context) : rc.max_context;
     budget = std::min<int64_t>(budget, m.config().text.max_position_embeddings);
+    if (c.encoder_baseline) {
+      EncoderBaselineConfig ec = encoder_baseline_e4b_config(m.config().text.hidden_size, /*seed=*/4);
+      ec.max_image_tokens = std::max(c.image_budget, 70);
+      encoder = std::make_unique<EncoderBaseline>(ec, ctx.pool());
+    }
   }
 
   Session& self;
@@ -82,6 +90,7 @@ struct Session::Impl {
   RuntimeConfig rc;
   SessionConfig cfg;
   Context ctx;
+  std::unique_ptr<EncoderBaseline> encoder;  // only with SessionConfig::encoder_baseline
   VoiceActivityDetector vad;
   Sampler sampler;
   StreamingDetokenizer detok;
@@ -227,7 +236,7 @@ struct Session::Impl {
     if (held_frame) {  // what the camera shows as the user starts
       VideoItem f = std::move(*held_frame);
       held_frame.reset();
-      append_image(f, SessionClock::now());
+      append_image(f, SessionClock::now(), /*held=*/true);
     }
   }
 
@@ -248,6 +257,7 @@ struct Session::Impl {
     open_segment();
     const int D = model.config().text.hidden_size;
     embed_buf.resize(size_t(D));
+    if (encoder) encoder->encode_audio(f.samples.data(), 1);  // the baseline's cost; output discarded
     ctx.embed_audio_frames(f.samples.data(), 1, embed_buf.data());
     f.timing.embedded = SessionClock::now();
     ensure_room(1);
@@ -264,7 +274,7 @@ struct Session::Impl {
     note_positions();
     record_rows(&id, 1, embed_buf.data(), -1);
     ++audio_frames_consumed;
-    audio_kv_ms.add(ms_between(f.timing.captured, f.timing.in_kv));
+    audio_kv_ms.add(ms_between(f.timing.latency_origin(), f.timing.in_kv));
     if (!subscribers.empty()) {
       SessionEvent e{SessionEvent::Kind::AudioFrameInKv, turn, -1, "", f.input_time, 0, {}};
       e.frame = f.timing;
@@ -272,9 +282,12 @@ struct Session::Impl {
     }
   }
 
-  void append_image(const VideoItem& v, TimePoint dequeued) {
+  // `held`: the frame waited outside a turn for one to open; its wait is a layout choice, not pipeline
+  // latency, so it is reported (event) but kept out of the frame-to-KV statistics.
+  void append_image(const VideoItem& v, TimePoint dequeued, bool held = false) {
     FrameTiming t;
     t.captured = v.captured;
+    t.arrived = v.arrived;
     t.dequeued = dequeued;
     close_segment();  // an image closes the audio segment; the next speech frame reopens one
     const ResizePlan plan = plan_resize(v.image.width, v.image.height, cfg.image_budget);
@@ -283,6 +296,7 @@ struct Session::Impl {
     const int n = plan.n_tokens(), D = model.config().text.hidden_size;
     extract_all_patches(img, patches, patch_x, patch_y);
     embed_buf.resize(size_t(n) * D);
+    if (encoder) encoder->encode_image(img.rgb.data(), img.width, img.height);  // cost only; output discarded
     ctx.embed_image_patches(patches.data(), patch_x.data(), patch_y.data(), n, embed_buf.data());
     t.embedded = SessionClock::now();
     append_ids({model.config().tokens.boi}, false);
@@ -304,7 +318,7 @@ struct Session::Impl {
     append_ids({model.config().tokens.eoi}, false);
     t.in_kv = SessionClock::now();
     ++video_sampled;
-    video_kv_ms.add(ms_between(t.captured, t.in_kv));
+    if (!held) video_kv_ms.add(ms_between(t.latency_origin(), t.in_kv));
     SessionEvent e{SessionEvent::Kind::VideoFrameInKv, turn, -1, "", v.captured, n, {}};
     e.frame = t;
     emit(e);
@@ -408,6 +422,7 @@ struct Session::Impl {
         // Wall-clock capture time of the frame's first sample: the piece's time plus the offset in it.
         building.timing.captured = p.captured + std::chrono::duration_cast<SessionClock::duration>(
                                                     std::chrono::duration<double>(double(at) / kSampleRate));
+        building.timing.arrived = p.arrived;
       }
       const size_t take = std::min(p.samples.size() - at, size_t(kFrameSamples - building_fill));
       std::copy_n(p.samples.data() + at, take, building.samples.data() + building_fill);
@@ -656,11 +671,13 @@ void Session::stop() {
 }
 
 void Session::push_audio(const float* samples, size_t n, TimePoint captured) {
+  const TimePoint arrived = SessionClock::now();
   // Pieces of at most one frame keep the queue's capacity a bound in samples.
   for (size_t off = 0; off < n; off += kFrameSamples) {
     const size_t m = std::min(n - off, size_t(kFrameSamples));
     AudioPiece p{std::vector<float>(samples + off, samples + off + m),
-                 captured + std::chrono::duration_cast<SessionClock::duration>(std::chrono::duration<double>(double(off) / kSampleRate))};
+                 captured + std::chrono::duration_cast<SessionClock::duration>(std::chrono::duration<double>(double(off) / kSampleRate)),
+                 arrived};
     if (!impl_->audio_queue.push(std::move(p))) return;
     impl_->notify_pushed();
   }
@@ -668,7 +685,7 @@ void Session::push_audio(const float* samples, size_t n, TimePoint captured) {
 
 void Session::push_video(ImageRGB frame, TimePoint captured) {
   const uint64_t before = impl_->video_queue.dropped();
-  if (!impl_->video_queue.push(VideoItem{std::move(frame), captured})) return;
+  if (!impl_->video_queue.push(VideoItem{std::move(frame), captured, SessionClock::now()})) return;
   impl_->notify_pushed();
   if (impl_->video_queue.dropped() != before) {
     // The dropped frame was pushed but will never be consumed: count it as consumed for idleness.
@@ -731,6 +748,7 @@ std::string event_to_json(const SessionEvent& e, TimePoint origin) {
     case SessionEvent::Kind::AudioFrameInKv:
     case SessionEvent::Kind::VideoFrameInKv:
       j["captured_ms"] = ms(e.frame.captured);
+      j["arrived_ms"] = ms(e.frame.arrived);
       j["dequeued_ms"] = ms(e.frame.dequeued);
       j["preprocessed_ms"] = ms(e.frame.preprocessed);
       j["embedded_ms"] = ms(e.frame.embedded);

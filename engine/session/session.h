@@ -52,11 +52,19 @@ struct SessionConfig {
   double audio_queue_seconds = 30;     // bounded audio queue; a full queue makes the producer wait
   int video_queue_frames = 4;          // bounded video queue; a full queue drops the oldest frame
   bool record_rows = false;            // keep every decoder row (tests and recording)
+  // Encoder baseline: each image and audio frame also goes through an E4B-sized stand-in encoder
+  // (random weights, ~0.93 GB, output discarded) before the embedder, so the timings show what an
+  // encoder would cost while the answers stay the same.
+  bool encoder_baseline = false;
 };
 
-// Stage timestamps of one audio or video frame.
+// Stage timestamps of one audio or video frame. `arrived` is when push_* received it. Frame-to-KV
+// latency counts from the earliest moment the item is known to exist, min(captured, arrived): captured
+// for live devices (capture precedes arrival), arrival for recordings fed faster than real time (whose
+// capture stamps lie ahead of the wall clock).
 struct FrameTiming {
-  TimePoint captured, dequeued, preprocessed, embedded, in_kv;
+  TimePoint captured, arrived, dequeued, preprocessed, embedded, in_kv;
+  TimePoint latency_origin() const { return std::min(captured, arrived); }
 };
 
 // Why a user turn ended.
