@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   cmake g++ ninja-build pkg-config ccache
   nlohmann-json3-dev libstb-dev libgtest-dev libwebrtc-audio-processing-dev espeak-ng sox
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-tools
+  portaudio19-dev libsoxr-dev alsa-utils
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
