@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <filesystem>
 #include <optional>
 
 #include "engine/chat_template.h"
 #include "engine/encoder_baseline.h"
+#include "engine/session/recorder.h"
 #include "engine/sequence.h"
 
 #include <nlohmann/json.hpp>
@@ -143,6 +145,8 @@ struct Session::Impl {
   int64_t max_positions = 0, evicted_total = 0;
 
   void emit(const SessionEvent& e) {
+    if (cfg.recorder && e.kind != SessionEvent::Kind::AudioFrameInKv && e.kind != SessionEvent::Kind::VideoFrameInKv)
+      cfg.recorder->on_event(e);
     for (auto& s : subscribers) s(e);
   }
 
@@ -435,6 +439,7 @@ struct Session::Impl {
         building.event = vad.push_frame(building.samples.data(), &raw);
         building.in_speech = vad.in_speech();
         building.preroll = building.event == VadEvent::SpeechStarted ? vad.preroll_frames() : 0;
+        if (cfg.recorder) cfg.recorder->on_audio_frame(building.samples.data(), kFrameSamples, building.input_time);
         building.timing.preprocessed = SessionClock::now();
         ready_frames.push_back(building);
         ++audio_frames_in;
@@ -491,11 +496,16 @@ struct Session::Impl {
     const double period = cfg.video_fps > 0 ? 1.0 / cfg.video_fps : 0;
     if (next_video_due && v.captured < *next_video_due) return;  // sampled out by the frame rate
     next_video_due = v.captured + std::chrono::duration_cast<SessionClock::duration>(std::chrono::duration<double>(period));
+    if (cfg.recorder) cfg.recorder->on_video_frame(v.image, v.captured);
     if (turn_open) append_image(v, dequeued);
     else held_frame = std::move(v);
   }
 
   void consume_control(ControlItem& c) {
+    if (cfg.recorder) {
+      if (c.kind == ControlItem::Kind::Text) cfg.recorder->on_text(c.text, c.when);
+      else cfg.recorder->on_push_to_talk(c.kind == ControlItem::Kind::PushToTalkDown, c.when);
+    }
     switch (c.kind) {
       case ControlItem::Kind::Text: end_turn(TurnTrigger::TypedText, SessionClock::now(), c.text); break;
       case ControlItem::Kind::PushToTalkDown: ptt_down = true; break;
@@ -588,6 +598,7 @@ struct Session::Impl {
 
   void run() {
     started_at = SessionClock::now();
+    if (cfg.recorder) cfg.recorder->on_start(session_settings_json(model, rc, cfg), started_at);
     const std::string bos = tok.bos_id() >= 0 ? tok.piece(tok.bos_id()) : "";
     std::string prefix = bos;
     if (!cfg.system_prompt.empty()) prefix += chat_system_turn(cfg.system_prompt, false);
@@ -612,7 +623,10 @@ struct Session::Impl {
       busy = false;
       drained = consumed == pushed && !video_head && !control_head && ready_frames.empty();
       if (drained) idle_cv.notify_all();
-      if (stopping && drained) return;
+      if (stopping && drained) {
+        if (cfg.recorder) cfg.recorder->on_stop();
+        return;
+      }
       if (!progressed) {
         const uint64_t seen = pushed;
         wake_cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return pushed != seen || stopping; });
@@ -765,6 +779,96 @@ std::string event_to_json(const SessionEvent& e, TimePoint origin) {
       break;
   }
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace conflux
+
+namespace conflux {
+
+std::string session_settings_json(const Model& model, const RuntimeConfig& rc, const SessionConfig& c) {
+  namespace fs = std::filesystem;
+  const fs::path dir(model.dir());
+  const auto size_of = [&](const char* name) -> int64_t {
+    std::error_code ec;
+    const auto n = fs::file_size(dir / name, ec);
+    return ec ? -1 : int64_t(n);
+  };
+  nlohmann::json j = {
+      {"model", {{"dir", model.dir()},
+                 {"model_type", model.config().model_type},
+                 {"weight_bytes", model.weight_bytes()},
+                 {"weight_dtype", std::string(dtype_name(model.weight_dtype()))},
+                 {"config_json_bytes", size_of("config.json")},
+                 {"tokenizer_json_bytes", size_of("tokenizer.json")}}},
+      {"runtime", {{"max_context", rc.max_context},
+                   {"max_chunk", rc.max_chunk},
+                   {"image_attention", rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf"}}},
+      {"session", {{"system_prompt", c.system_prompt},
+                   {"image_budget", c.image_budget},
+                   {"video_fps", c.video_fps},
+                   {"vad", {{"enabled", c.vad.enabled}, {"likelihood", c.vad.likelihood}, {"min_speech_ms", c.vad.min_speech_ms},
+                            {"hangover_ms", c.vad.hangover_ms}, {"preroll_ms", c.vad.preroll_ms}}},
+                   {"barge_in", c.barge_in},
+                   {"commentary_interval_s", c.commentary_interval_s},
+                   {"sampling", {{"temperature", c.sampling.temperature}, {"top_k", c.sampling.top_k}, {"top_p", c.sampling.top_p},
+                                 {"seed", c.sampling.seed}, {"suppress_tokens", c.sampling.suppress_tokens},
+                                 {"stop_tokens", c.sampling.stop_tokens}}},
+                   {"max_answer_tokens", c.max_answer_tokens},
+                   {"context_budget", c.context_budget},
+                   {"audio_queue_seconds", c.audio_queue_seconds},
+                   {"video_queue_frames", c.video_queue_frames},
+                   {"encoder_baseline", c.encoder_baseline}}},
+  };
+  return j.dump();
+}
+
+void session_settings_from_json(const std::string& text, RuntimeConfig& rc, SessionConfig& c) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(std::string("settings are not valid JSON: ") + e.what());
+  }
+  auto field = [](const nlohmann::json& obj, const char* path, const char* key, auto& out) {
+    if (!obj.is_object() || !obj.contains(key)) return;
+    try {
+      out = obj[key].get<std::decay_t<decltype(out)>>();
+    } catch (const nlohmann::json::exception&) {
+      throw std::runtime_error(std::string("settings field ") + path + "." + key + " has the wrong type: " + obj[key].dump());
+    }
+  };
+  const nlohmann::json empty = nlohmann::json::object();
+  const nlohmann::json& r = j.value("runtime", empty);
+  field(r, "runtime", "max_context", rc.max_context);
+  field(r, "runtime", "max_chunk", rc.max_chunk);
+  std::string attention = rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf";
+  field(r, "runtime", "image_attention", attention);
+  if (attention != "hf" && attention != "all-layers") throw std::runtime_error("settings field runtime.image_attention is " + attention);
+  rc.image_attention = attention == "all-layers" ? ImageAttention::AllLayers : ImageAttention::SlidingOnly;
+  const nlohmann::json& s = j.value("session", empty);
+  field(s, "session", "system_prompt", c.system_prompt);
+  field(s, "session", "image_budget", c.image_budget);
+  field(s, "session", "video_fps", c.video_fps);
+  const nlohmann::json& v = s.value("vad", empty);
+  field(v, "session.vad", "enabled", c.vad.enabled);
+  field(v, "session.vad", "likelihood", c.vad.likelihood);
+  field(v, "session.vad", "min_speech_ms", c.vad.min_speech_ms);
+  field(v, "session.vad", "hangover_ms", c.vad.hangover_ms);
+  field(v, "session.vad", "preroll_ms", c.vad.preroll_ms);
+  field(s, "session", "barge_in", c.barge_in);
+  field(s, "session", "commentary_interval_s", c.commentary_interval_s);
+  const nlohmann::json& sp = s.value("sampling", empty);
+  field(sp, "session.sampling", "temperature", c.sampling.temperature);
+  field(sp, "session.sampling", "top_k", c.sampling.top_k);
+  field(sp, "session.sampling", "top_p", c.sampling.top_p);
+  field(sp, "session.sampling", "seed", c.sampling.seed);
+  field(sp, "session.sampling", "suppress_tokens", c.sampling.suppress_tokens);
+  field(sp, "session.sampling", "stop_tokens", c.sampling.stop_tokens);
+  field(s, "session", "max_answer_tokens", c.max_answer_tokens);
+  field(s, "session", "context_budget", c.context_budget);
+  field(s, "session", "audio_queue_seconds", c.audio_queue_seconds);
+  field(s, "session", "video_queue_frames", c.video_queue_frames);
+  field(s, "session", "encoder_baseline", c.encoder_baseline);
 }
 
 }  // namespace conflux

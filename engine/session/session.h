@@ -39,6 +39,8 @@ namespace conflux {
 using SessionClock = std::chrono::steady_clock;
 using TimePoint = SessionClock::time_point;
 
+class SessionRecorder;  // engine/session/recorder.h
+
 struct SessionConfig {
   std::string system_prompt;
   int image_budget = 280;              // soft tokens per video frame (70, 140, 280, 560, 1120)
@@ -56,6 +58,8 @@ struct SessionConfig {
   // (random weights, ~0.93 GB, output discarded) before the embedder, so the timings show what an
   // encoder would cost while the answers stay the same.
   bool encoder_baseline = false;
+  // Receives everything the session consumes (recording). Not owned; must outlive the session.
+  SessionRecorder* recorder = nullptr;
 };
 
 // Stage timestamps of one audio or video frame. `arrived` is when push_* received it. Frame-to-KV
@@ -106,6 +110,13 @@ struct SessionEvent {
 // One JSON object (no newline) for an event, times in milliseconds since `origin`: the metrics stream
 // (JSON lines) that `--metrics FILE`, the overlay and the benchmarks read.
 std::string event_to_json(const SessionEvent& e, TimePoint origin);
+
+// Every setting of a session and the identity of its model (folder, config.json and checkpoint sizes),
+// as one JSON object: what a recording stores so that a replay can run under the same conditions.
+std::string session_settings_json(const Model& model, const RuntimeConfig& runtime, const SessionConfig& config);
+// Reads the settings back (fields that are absent keep `base`'s values). Throws std::runtime_error
+// naming the field that is malformed.
+void session_settings_from_json(const std::string& json, RuntimeConfig& runtime, SessionConfig& config);
 
 // What the UI and status line read: a small copy, published by the session thread.
 struct SessionSnapshot {
