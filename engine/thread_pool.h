@@ -1,8 +1,12 @@
 // A persistent worker pool for the kernels: threads are created once, woken per parallel region, and
-// the calling thread takes a share of the work. No allocation per call.
+// the calling thread takes a share of the work. No allocation per call. A decode step runs a few hundred
+// parallel regions of tens of microseconds each, so workers spin briefly for the next region before
+// sleeping on a condition variable, and the caller spins for completion: a futex round trip per region
+// would cost more than the work on small models.
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <thread>
@@ -48,15 +52,15 @@ class ThreadPool {
   void drain(int thread);
 
   std::vector<std::thread> workers_;
-  std::mutex mu_;
+  std::mutex mu_;                        // guards sleeping only
   std::condition_variable wake_;
-  std::condition_variable done_cv_;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-  TaskRef* job_ = nullptr;
+  std::atomic<uint64_t> generation_{0};  // bumped once per parallel region
+  std::atomic<int> sleepers_{0};         // workers blocked on wake_
+  std::atomic<bool> stop_{false};
+  TaskRef* job_ = nullptr;               // published before generation_ is bumped
   int n_tasks_ = 0;
   std::atomic<int> next_task_{0};
-  int busy_workers_ = 0;
+  std::atomic<int> busy_workers_{0};     // workers still draining the current region
 };
 
 }  // namespace conflux

@@ -1,0 +1,126 @@
+// `conflux make-random` and `conflux bench` end to end through the built binary: a tiny random
+// checkpoint is written to a temp folder and benchmarked with --json, and the error and --help paths
+// behave as the CLI conventions say (message naming the problem, exit 0 for --help).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string stdout_text;
+  std::string stderr_text;
+};
+
+std::string read_text(const fs::path& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+  }
+  return text;
+}
+
+// Runs `conflux <arguments>`; stdout is read through the pipe, stderr through a temp file so the
+// two stay apart (bench prints progress on stderr and the JSON alone on stdout).
+CommandResult run_conflux(const std::string& arguments, const fs::path& scratch_dir) {
+  const fs::path stderr_file = scratch_dir / "stderr.txt";
+  const std::string command = std::string(CONFLUX_BINARY) + " " + arguments + " 2>" + stderr_file.string();
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) result.stdout_text.append(buf, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.stderr_text = read_text(stderr_file);
+  return result;
+}
+
+class BenchCommand : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / ("conflux_bench_" + std::to_string(::getpid()) + "_" +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
+  const fs::path model_dir = dir_ / "tiny";
+  // A stand-in tokenizer pair: make-random only copies the files, it does not parse them.
+  const fs::path tokenizer_dir = dir_ / "tok";
+  fs::create_directories(tokenizer_dir);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    FILE* f = std::fopen((tokenizer_dir / name).c_str(), "wb");
+    ASSERT_NE(f, nullptr) << name;
+    std::fputs("{}\n", f);
+    std::fclose(f);
+  }
+  const CommandResult made = run_conflux("make-random --preset tiny --dtype bf16 --seed 3 --out " + model_dir.string() +
+                                             " --tokenizer " + (tokenizer_dir / "tokenizer.json").string(),
+                                         dir_);
+  ASSERT_EQ(made.exit_code, 0) << made.stderr_text;
+  for (const char* name : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    EXPECT_TRUE(fs::exists(model_dir / name)) << name;
+  EXPECT_NE(made.stdout_text.find("parameters"), std::string::npos) << made.stdout_text;
+
+  const CommandResult bench = run_conflux("bench --model " + model_dir.string() +
+                                              " --threads 1 --prompt-tokens 16 --decode-tokens 4 --repeats 1 --json",
+                                          dir_);
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  nlohmann::json report;
+  ASSERT_NO_THROW(report = nlohmann::json::parse(bench.stdout_text)) << bench.stdout_text;
+  for (const char* key : {"model", "dtype", "weight_bytes", "isa", "kv_cache_bytes", "runs"})
+    EXPECT_TRUE(report.contains(key)) << "missing key " << key << " in " << bench.stdout_text;
+  EXPECT_EQ(report["dtype"], "BF16");
+  EXPECT_GT(report["weight_bytes"].get<double>(), 0);
+  EXPECT_GT(report["kv_cache_bytes"].get<double>(), 0);
+  EXPECT_FALSE(report["isa"].get<std::string>().empty());
+  ASSERT_TRUE(report["runs"].is_array());
+  ASSERT_EQ(report["runs"].size(), 1u);  // --threads 1: one run only
+  const nlohmann::json& run = report["runs"][0];
+  EXPECT_EQ(run["threads"], 1);
+  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_mb"}) {
+    ASSERT_TRUE(run.contains(key) && run[key].is_number()) << "missing number " << key << " in " << run.dump();
+    const double value = run[key].get<double>();
+    EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
+  }
+}
+
+TEST_F(BenchCommand, UnknownPresetFailsNamingIt) {
+  const CommandResult r = run_conflux("make-random --preset bogus --dtype bf16 --out " + (dir_ / "x").string(), dir_);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.stderr_text.find("bogus"), std::string::npos) << r.stderr_text;
+  EXPECT_FALSE(fs::exists(dir_ / "x" / "model.safetensors"));
+}
+
+TEST_F(BenchCommand, HelpExitsZero) {
+  const CommandResult bench = run_conflux("bench --help", dir_);
+  EXPECT_EQ(bench.exit_code, 0);
+  EXPECT_NE(bench.stdout_text.find("--prompt-tokens"), std::string::npos) << bench.stdout_text;
+  const CommandResult make = run_conflux("make-random --help", dir_);
+  EXPECT_EQ(make.exit_code, 0);
+  EXPECT_NE(make.stdout_text.find("--preset"), std::string::npos) << make.stdout_text;
+}
+
+TEST_F(BenchCommand, BadNumbersAreRejected) {
+  const CommandResult r = run_conflux("bench --model " + dir_.string() + " --repeats 0", dir_);
+  EXPECT_EQ(r.exit_code, 2);  // a CliError: the options are checked before the model is loaded
+  EXPECT_NE(r.stderr_text.find("--repeats"), std::string::npos) << r.stderr_text;
+}
+
+}  // namespace
