@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,10 +14,13 @@
 #include <vector>
 
 #include "app/cli.h"
+#include "engine/tokenizer.h"
 #include "engine/model.h"
 #include "engine/ops.h"
 
 namespace conflux::app {
+
+int run_live_bench(const Args& args, const Model& model, const Tokenizer& tok);
 
 namespace {
 
@@ -33,7 +37,14 @@ const char* kUsage =
     "  --prompt-tokens N    prefill length (default 512)\n"
     "  --decode-tokens N    decode steps after the prefill (default 64)\n"
     "  --repeats N          runs per measurement, median reported (default 3)\n"
-    "  --json               print one JSON object instead of the table\n";
+    "  --json               print one JSON object instead of the table\n"
+    "\n"
+    "conflux bench --model DIR --scenario live [--speed realtime|max] [--encoder-baseline] [--json]\n"
+    "  plays a scripted live timeline (espeak-ng speech between silences, videotestsrc camera frames)\n"
+    "  through the streaming session and reports audio/video frame->KV latency, end-of-turn->first-token\n"
+    "  (p50/p95/p99), decode tokens/s, real-time factor, drops and peak RSS; --encoder-baseline adds the\n"
+    "  same run with E4B-sized stand-in encoders. Also: --turns N (3), --budget N (70), --video-fps F (5),\n"
+    "  --answer-tokens N (16), --threads N.\n";
 
 // pp512 convention (llama-bench): the prompt goes in 512-row decode calls.
 constexpr int kPrefillChunk = 512;
@@ -156,12 +167,21 @@ int positive_option(const Args& args, const std::string& name, int fallback) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  Args args(argc, argv, {"json"});
+  Args args(argc, argv, {"json", "encoder-baseline"});
   if (args.help()) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  args.reject_unknown({"model", "threads", "prompt-tokens", "decode-tokens", "repeats", "json"});
+  if (args.get_or("scenario", "engine") == "live") {
+    args.reject_unknown({"model", "scenario", "threads", "speed", "turns", "budget", "answer-tokens", "video-fps", "json",
+                         "encoder-baseline"});
+    const std::string dir = args.require("model");
+    const auto model = Model::load(dir);
+    const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());
+    return run_live_bench(args, *model, tok);
+  }
+  if (args.get_or("scenario", "engine") != "engine") throw CliError("--scenario must be engine or live");
+  args.reject_unknown({"model", "scenario", "threads", "prompt-tokens", "decode-tokens", "repeats", "json"});
   BenchSettings settings;
   settings.prompt_tokens = positive_option(args, "prompt-tokens", kDefaultPromptTokens);
   settings.decode_tokens = positive_option(args, "decode-tokens", kDefaultDecodeTokens);

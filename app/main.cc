@@ -13,6 +13,7 @@ int cmd_generate(int argc, char** argv);
 int cmd_preprocess(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_make_random(int argc, char** argv);
+int cmd_devices(int argc, char** argv);
 }  // namespace conflux::app
 
 namespace {
@@ -28,7 +29,8 @@ const Subcommand kSubcommands[] = {
     {"logits", conflux::app::cmd_logits, "evaluate a reference case file and write its logits rows"},
     {"tokenize", conflux::app::cmd_tokenize, "JSON strings on stdin -> JSON id arrays on stdout"},
     {"preprocess", conflux::app::cmd_preprocess, "resize an image for the vision embedder"},
-    {"bench", conflux::app::cmd_bench, "prefill and decode tokens/s, peak RSS"},
+    {"bench", conflux::app::cmd_bench, "engine speed (prefill, decode, RSS) or --scenario live latencies"},
+    {"devices", conflux::app::cmd_devices, "list microphones and cameras"},
     {"make-random", conflux::app::cmd_make_random, "write a random-weight gemma4_unified checkpoint"},
 };
 
