@@ -2,11 +2,15 @@
 // stamp on steady_clock) -> chunk callback. See microphone.h for the threading and clock contract.
 #include "capture/microphone.h"
 
+#include <fcntl.h>
 #include <portaudio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -30,11 +34,30 @@ constexpr std::chrono::milliseconds kPollInterval{5};
 // 16 frames (0.33 ms at 48 kHz), so this many headers per ring frame can never run out first.
 constexpr size_t kSmallestExpectedBufferFrames = 16;
 
+// Pa_Initialize probes every host API; on a machine without a sound card ALSA and JACK print dozens of
+// harmless lines ("cannot find card '0'", "jack server is not running") to stderr. They are hidden by
+// pointing stderr at /dev/null for the duration of the call, unless CONFLUX_AUDIO_DEBUG is set. Errors
+// that matter come back as PaError and are reported with their text.
+PaError initialize_portaudio_quietly() {
+  if (std::getenv("CONFLUX_AUDIO_DEBUG")) return Pa_Initialize();
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (saved >= 0 && devnull >= 0) ::dup2(devnull, STDERR_FILENO);
+  const PaError error = Pa_Initialize();
+  if (saved >= 0) {
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+  }
+  if (devnull >= 0) ::close(devnull);
+  return error;
+}
+
 // PortAudio is reference counted: every successful Pa_Initialize needs one Pa_Terminate.
 class PortAudioLibrary {
  public:
   PortAudioLibrary() {
-    if (const PaError error = Pa_Initialize(); error != paNoError) {
+    if (const PaError error = initialize_portaudio_quietly(); error != paNoError) {
       throw std::runtime_error(std::string("microphone: Pa_Initialize failed: ") + Pa_GetErrorText(error));
     }
   }
@@ -155,7 +178,7 @@ Microphone::Microphone(MicrophoneConfig config, ChunkCallback on_chunk, ErrorCal
     : config_(std::move(config)), on_chunk_(std::move(on_chunk)), on_error_(std::move(on_error)) {
   if (!on_chunk_) throw std::invalid_argument("microphone: a chunk callback is required");
   if (!(config_.ring_seconds > 0)) throw std::invalid_argument("microphone: ring_seconds must be positive");
-  if (const PaError error = Pa_Initialize(); error != paNoError) {
+  if (const PaError error = initialize_portaudio_quietly(); error != paNoError) {
     throw std::runtime_error(std::string("microphone: Pa_Initialize failed: ") + Pa_GetErrorText(error));
   }
   try {
