@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "app/cli.h"
+#include "capture/resampler.h"
 #include "engine/chat_template.h"
 #include "engine/image.h"
 #include "engine/model.h"
@@ -24,7 +25,7 @@ const char* kUsage =
     "One user turn through Gemma 4's chat template; the answer streams to stdout.\n"
     "\n"
     "  --image FILE          a PNG or JPEG shown before the prompt\n"
-    "  --audio FILE.wav      a 16 kHz WAV clip (16-bit PCM or float) heard before the prompt\n"
+    "  --audio FILE.wav      a WAV clip (16-bit PCM or float, any rate, mixed to mono) heard before the prompt\n"
     "  --budget N            image soft-token budget: 70, 140, 280 (default), 560, 1120\n"
     "  --system TEXT         a system prompt\n"
     "  --thinking            let the model think first (enable_thinking)\n"
@@ -64,9 +65,14 @@ int cmd_generate(int argc, char** argv) {
   if (auto p = args.get("audio")) {
     int rate = 0;
     audio = read_wav(*p, &rate);
-    if (rate != 16000)
-      throw std::runtime_error(*p + ": sample rate " + std::to_string(rate) +
-                               " Hz; the audio embedder takes 16 kHz (convert with: sox IN.wav -r 16000 OUT.wav)");
+    const int embedder_rate = 16000;  // 640 samples = 40 ms per audio token
+    if (rate != embedder_rate) {  // any rate: resampled with soxr, as the microphone path does
+      capture::Resampler resampler(rate, embedder_rate);
+      std::vector<float> resampled;
+      resampler.process(audio.data(), audio.size(), resampled);
+      resampler.flush(resampled);
+      audio = std::move(resampled);
+    }
   }
   if (args.get("image")) {
     const ResizePlan plan = plan_resize(image.width, image.height, budget);

@@ -124,3 +124,31 @@ TEST_F(BenchCommand, BadNumbersAreRejected) {
 }
 
 }  // namespace
+
+namespace conflux {
+namespace {
+
+const std::string kTinyA = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+
+// `conflux generate` runs one multimodal turn (image + 22.05 kHz WAV, resampled) through the chat
+// template and streams the answer; greedy decoding is deterministic, so two runs agree.
+TEST_F(BenchCommand, GenerateWithImageAndAudioIsDeterministic) {
+  const fs::path wav = dir_ / "hello.wav";
+  ASSERT_EQ(std::system(("espeak-ng -w " + wav.string() + " 'hello there' 2>/dev/null").c_str()), 0) << "espeak-ng missing";
+  const std::string args = "generate --model " + kTinyA + " --prompt 'what is this' --image " + kTinyA +
+                           "/cases/image.png --budget 70 --audio " + wav.string() + " --max-tokens 5 --greedy --threads 1";
+  const CommandResult a = run_conflux(args, dir_), b = run_conflux(args, dir_);
+  ASSERT_EQ(a.exit_code, 0) << a.stderr_text;
+  EXPECT_FALSE(a.stdout_text.empty());
+  EXPECT_EQ(a.stdout_text, b.stdout_text);
+  EXPECT_NE(a.stderr_text.find("5 tokens"), std::string::npos) << a.stderr_text;
+}
+
+TEST_F(BenchCommand, GenerateNamesAMissingImage) {
+  const CommandResult r = run_conflux("generate --model " + kTinyA + " --prompt hi --image /nonexistent/cat.png", dir_);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.stderr_text.find("/nonexistent/cat.png"), std::string::npos) << r.stderr_text;
+}
+
+}  // namespace
+}  // namespace conflux
