@@ -1,5 +1,5 @@
 // Persistent thread pool: a generation counter announces each parallel region; workers spin on it for a
-// short while, then sleep on a condition variable; tasks are claimed with an atomic counter.
+// short while, then sleep on a condition variable; tasks are claimed with a generation-checked ticket.
 #include "engine/thread_pool.h"
 
 #include <immintrin.h>
@@ -7,9 +7,14 @@
 namespace conflux {
 
 namespace {
-// Polls of the generation counter before a worker sleeps: ~50 us at a few ns per pause, longer than the
-// gap between two regions of one decode step, far shorter than the gap between tokens of a slow model.
-constexpr int kSpinPolls = 20000;
+// Polls of the generation counter before a worker sleeps: a few microseconds, about the gap between
+// two regions of one decode step. Longer spinning steals the core from capture threads when the
+// machine is busy (the worker then competes with GStreamer and PortAudio for two cores).
+constexpr int kSpinPolls = 2000;
+// Pause-polls of the completion count before the caller starts yielding its time slice.
+constexpr int kCallerSpinPolls = 4000;
+
+uint64_t make_ticket(uint32_t generation, uint32_t next) { return (uint64_t(generation) << 32) | next; }
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
@@ -26,11 +31,16 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::drain(int thread) {
+void ThreadPool::drain(uint32_t generation, int thread) {
   for (;;) {
-    const int task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n_tasks_) return;
-    (*job_)(task, thread);
+    uint64_t t = ticket_.load(std::memory_order_acquire);
+    if (uint32_t(t >> 32) != generation) return;
+    const uint32_t task = uint32_t(t);
+    if (int(task) >= n_tasks_.load(std::memory_order_acquire)) return;
+    if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+    // The region cannot change while a claimed task is unfinished: the caller waits for done_.
+    (*job_.load(std::memory_order_acquire))(int(task), thread);
+    done_.fetch_add(1, std::memory_order_release);
   }
 }
 
@@ -40,24 +50,27 @@ void ThreadPool::run(int n_tasks, TaskRef fn) {
     for (int t = 0; t < n_tasks; ++t) fn(t, 0);
     return;
   }
-  job_ = &fn;
-  n_tasks_ = n_tasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(int(workers_.size()), std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes the job to spinning workers
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  job_.store(&fn, std::memory_order_relaxed);
+  n_tasks_.store(n_tasks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  ticket_.store(make_ticket(generation, 0), std::memory_order_release);
+  generation_.store(generation, std::memory_order_seq_cst);  // wakes spinning workers
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     wake_.notify_all();
   }
-  drain(0);
-  while (busy_workers_.load(std::memory_order_acquire) != 0) _mm_pause();
-  job_ = nullptr;
+  drain(generation, 0);
+  for (int polls = 0; done_.load(std::memory_order_acquire) != n_tasks; ++polls) {
+    if (polls < kCallerSpinPolls) _mm_pause();
+    else std::this_thread::yield();  // a worker holds a task but lost its core: let it run
+  }
 }
 
 void ThreadPool::worker_main(int thread) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    uint64_t now = generation_.load(std::memory_order_acquire);
+    uint32_t now = generation_.load(std::memory_order_acquire);
     for (int i = 0; now == seen && i < kSpinPolls && !stop_.load(std::memory_order_relaxed); ++i) {
       _mm_pause();
       now = generation_.load(std::memory_order_acquire);
@@ -69,13 +82,11 @@ void ThreadPool::worker_main(int thread) {
       // one published after it finds sleepers_ > 0 and notifies under the lock.
       wake_.wait(lock, [&] { return stop_.load() || generation_.load(std::memory_order_seq_cst) != seen; });
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
-      if (stop_.load()) return;
       now = generation_.load(std::memory_order_acquire);
     }
     if (stop_.load(std::memory_order_relaxed)) return;
     seen = now;
-    drain(thread);
-    busy_workers_.fetch_sub(1, std::memory_order_release);
+    drain(now, thread);
   }
 }
 

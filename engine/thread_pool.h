@@ -1,17 +1,15 @@
 // A persistent worker pool for the kernels: threads are created once, woken per parallel region, and
 // the calling thread takes a share of the work. No allocation per call. A decode step runs a few hundred
 // parallel regions of tens of microseconds each, so workers spin briefly for the next region before
-// sleeping on a condition variable, and the caller spins for completion: a futex round trip per region
-// would cost more than the work on small models.
+// sleeping on a condition variable, and the caller waits for completion by counting finished tasks
+// (it never waits for a worker that has not started, so a descheduled worker costs nothing: the
+// caller simply does the tasks itself).
 #pragma once
 #include <atomic>
 #include <condition_variable>
-#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <thread>
-#include <type_traits>
-#include <utility>
 #include <vector>
 
 namespace conflux {
@@ -49,18 +47,22 @@ class ThreadPool {
  private:
   void run(int n_tasks, TaskRef fn);
   void worker_main(int thread);
-  void drain(int thread);
+  // Claims and runs tasks of region `generation` until none is left; returns when the region is
+  // exhausted or a newer region has replaced it.
+  void drain(uint32_t generation, int thread);
 
   std::vector<std::thread> workers_;
   std::mutex mu_;                        // guards sleeping only
   std::condition_variable wake_;
-  std::atomic<uint64_t> generation_{0};  // bumped once per parallel region
+  std::atomic<uint32_t> generation_{0};  // bumped once per parallel region
   std::atomic<int> sleepers_{0};         // workers blocked on wake_
   std::atomic<bool> stop_{false};
-  TaskRef* job_ = nullptr;               // published before generation_ is bumped
-  int n_tasks_ = 0;
-  std::atomic<int> next_task_{0};
-  std::atomic<int> busy_workers_{0};     // workers still draining the current region
+  // The current region: (generation << 32) | next unclaimed task. A task is claimed by a CAS that also
+  // checks the generation, so a worker that wakes late can never claim a task of another region.
+  std::atomic<uint64_t> ticket_{0};
+  std::atomic<TaskRef*> job_{nullptr};
+  std::atomic<int> n_tasks_{0};
+  std::atomic<int> done_{0};             // tasks of the current region finished
 };
 
 }  // namespace conflux

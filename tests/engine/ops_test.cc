@@ -198,3 +198,32 @@ TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// Thousands of back-to-back regions of few tasks, with a busy thread competing for the cores: every
+// task of every region runs exactly once and no region leaks into the next (a late worker must not
+// claim a task of a newer region).
+TEST(ThreadPool, BackToBackRegionsUnderContention) {
+  ThreadPool pool(2);
+  std::atomic<bool> hog_running{true};
+  std::thread hog([&] {
+    volatile uint64_t x = 0;
+    while (hog_running.load(std::memory_order_relaxed)) x = x + 1;
+  });
+  std::vector<int> counts(8);
+  long wrong = 0;
+  for (int region = 0; region < 20000; ++region) {
+    const int n = 1 + region % 7;
+    std::fill(counts.begin(), counts.end(), 0);
+    pool.parallel_for(n, [&](int t, int) { __atomic_fetch_add(&counts[size_t(t)], 1, __ATOMIC_RELAXED); });
+    for (int t = 0; t < 8; ++t) wrong += counts[size_t(t)] != (t < n ? 1 : 0);
+  }
+  hog_running = false;
+  hog.join();
+  EXPECT_EQ(wrong, 0);
+}
+
+}  // namespace
+}  // namespace conflux

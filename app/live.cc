@@ -1,0 +1,320 @@
+// Live sources → session → terminal. The session's events are handed to the main thread through a
+// bounded queue, so printing never happens on the inference thread.
+#include "app/live.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "capture/media_file.h"
+#include "capture/microphone.h"
+#include "capture/recording.h"
+#include "capture/video_source.h"
+#include "engine/sampler.h"
+
+namespace conflux::app {
+
+namespace fs = std::filesystem;
+
+const char* const kLiveOptionsHelp =
+    "  --model DIR            checkpoint folder (default: assets/model)\n"
+    "  --mic DEVICE           input device name (substring) or index; --no-mic to disable\n"
+    "  --camera PIPELINE      GStreamer source, e.g. \"v4l2src device=/dev/video0\" or \"ximagesrc\"; --no-camera\n"
+    "  --media FILE           play an audio/video file as the input (--speed realtime|max)\n"
+    "  --system TEXT          system prompt\n"
+    "  --budget N             image soft tokens per frame: 70, 140, 280 (default), 560, 1120\n"
+    "  --fps F                video frames per second sampled into the model (default 1)\n"
+    "  --vad-likelihood 0..3  VAD sensitivity (default 1); --hangover-ms N (default 600); --no-vad\n"
+    "  --no-barge-in          let answers finish while the user speaks\n"
+    "  --commentary S         answer every S seconds of input even without a question\n"
+    "  --max-tokens N         answer length limit (default 256)\n"
+    "  --temperature T --top-k K --top-p P --seed S   sampling (default greedy)\n"
+    "  --threads N            worker threads (default: all cores)\n"
+    "  --max-context N        KV capacity in positions (default 8192)\n"
+    "  --record DIR           record what the model consumed (docs/recording-format.md)\n"
+    "  --metrics FILE         every session event as JSON lines\n"
+    "  --transcript FILE      one JSON line per answered turn\n"
+    "  --duration S           stop after S seconds\n"
+    "  --encoder-baseline     also run E4B-sized stand-in encoders, to measure what encoder-free saves\n";
+
+const std::vector<std::string> kLiveOptionNames = {
+    "model", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood", "hangover-ms",
+    "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context", "record",
+    "metrics", "transcript", "duration"};
+const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
+                                                 "no-status"};
+
+LiveOptions parse_live_options(const Args& a) {
+  LiveOptions o;
+  o.model_dir = a.get_or("model", "assets/model");
+  o.use_mic = !a.flag("no-mic");
+  o.mic_device = a.get_or("mic", "");
+  o.use_camera = !a.flag("no-camera");
+  o.camera_pipeline = a.get_or("camera", "");
+  o.media_file = a.get_or("media", "");
+  const std::string speed = a.get_or("speed", "realtime");
+  if (speed != "realtime" && speed != "max") throw CliError("--speed must be realtime or max, got '" + speed + "'");
+  o.realtime = speed == "realtime";
+  o.record_dir = a.get_or("record", "");
+  o.metrics_file = a.get_or("metrics", "");
+  o.transcript_file = a.get_or("transcript", "");
+  o.duration_s = a.get_double("duration", 0);
+  o.status_line = !a.flag("no-status");
+  o.runtime.n_threads = a.get_int("threads", 0);
+  o.runtime.max_context = a.get_int("max-context", 8192);
+  SessionConfig& s = o.session;
+  s.system_prompt = a.get_or("system", "");
+  s.image_budget = a.get_int("budget", 280);
+  s.video_fps = a.get_double("fps", 1.0);
+  s.vad.enabled = !a.flag("no-vad");
+  s.vad.likelihood = a.get_int("vad-likelihood", 1);
+  s.vad.hangover_ms = a.get_int("hangover-ms", 600);
+  s.barge_in = !a.flag("no-barge-in");
+  s.commentary_interval_s = a.get_double("commentary", 0);
+  s.max_answer_tokens = a.get_int("max-tokens", 256);
+  s.sampling.temperature = float(a.get_double("temperature", 0));
+  s.sampling.top_k = a.get_int("top-k", 0);
+  s.sampling.top_p = float(a.get_double("top-p", 1.0));
+  s.sampling.seed = uint64_t(a.get_int("seed", 0));
+  s.encoder_baseline = a.flag("encoder-baseline");
+  o.runtime.max_chunk = std::max(512, s.image_budget);
+  return o;
+}
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+double ms(TimePoint a, TimePoint b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+
+// Stop tokens and suppressed tokens come from the checkpoint's generation_config.json when it has one.
+void apply_generation_config(const std::string& model_dir, const Tokenizer& tok, SamplingParams& sp) {
+  const fs::path gen = fs::path(model_dir) / "generation_config.json";
+  if (fs::exists(gen)) {
+    const GenerationConfig g = load_generation_config(gen.string());
+    sp.stop_tokens = g.eos_token_ids;
+    sp.suppress_tokens = g.suppress_tokens;
+  }
+  if (tok.eos_id() >= 0) sp.stop_tokens.push_back(tok.eos_id());
+  if (const int32_t end = tok.token_id("<turn|>"); end >= 0) sp.stop_tokens.push_back(end);
+}
+
+bool has_camera_device() {
+  for (const auto& e : fs::directory_iterator("/dev", fs::directory_options::skip_permission_denied))
+    if (e.path().filename().string().rfind("video", 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+struct LiveRun::Sources {
+  std::unique_ptr<capture::Microphone> microphone;
+  std::unique_ptr<capture::VideoSource> video;
+  std::unique_ptr<capture::MediaFile> media;
+};
+
+LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
+  LiveOptions& opt = options_;
+  // 1. Model, tokenizer, sampling defaults.
+  if (!fs::exists(fs::path(opt.model_dir) / "config.json"))
+    throw std::runtime_error(opt.model_dir + ": no checkpoint here (pass --model DIR)");
+  model_ = Model::load(opt.model_dir);
+  tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(opt.model_dir) / "tokenizer.json").string()));
+  apply_generation_config(opt.model_dir, *tokenizer_, opt.session.sampling);
+
+  // 2. Which inputs exist. Say what is missing and go on with what there is.
+  media_ = !opt.media_file.empty();
+  mic_ = opt.use_mic && !media_;
+  if (mic_ && capture::Microphone::list_devices().empty()) {
+    std::fprintf(stderr, "conflux: no microphone found (PortAudio lists no input device); running without audio input\n");
+    mic_ = false;
+  }
+  camera_ = opt.use_camera && !media_;
+  if (camera_ && opt.camera_pipeline.empty()) {
+    if (has_camera_device()) {
+      opt.camera_pipeline = "autovideosrc";
+    } else {
+      std::fprintf(stderr, "conflux: no camera found (no /dev/video*); running without video input (--camera PIPELINE for another source)\n");
+      camera_ = false;
+    }
+  }
+  if (!mic_ && !camera_ && !media_)
+    throw std::runtime_error("no microphone, camera or --media FILE: nothing to listen to or look at");
+
+  // 3. Outputs.
+  if (!opt.record_dir.empty()) {
+    recorder_ = std::make_unique<RecordingWriter>(opt.record_dir);
+    opt.session.recorder = recorder_.get();
+  }
+  if (!opt.metrics_file.empty() && !(metrics_.open(opt.metrics_file), metrics_))
+    throw std::runtime_error(opt.metrics_file + ": cannot create the metrics file");
+
+  // 4. The session. Events reach the front end through a bounded queue; tokens must not be lost, so a
+  //    full queue makes the session wait (4096 events is minutes of output for a front end that reads
+  //    every frame).
+  session_ = std::make_unique<Session>(*model_, *tokenizer_, opt.runtime, opt.session);
+  events_ = std::make_unique<BoundedQueue<SessionEvent>>(4096, OverflowPolicy::Block);
+  const bool want_frames = metrics_.is_open();
+  session_->subscribe([this, want_frames](const SessionEvent& e) {
+    const bool per_frame = e.kind == SessionEvent::Kind::AudioFrameInKv || e.kind == SessionEvent::Kind::VideoFrameInKv;
+    if (per_frame && !want_frames) return;
+    events_->push(e);
+  });
+  sources_ = std::make_unique<Sources>();
+}
+
+LiveRun::~LiveRun() { stop(); }
+
+std::string LiveRun::inputs() const {
+  std::string s;
+  if (mic_) s += "microphone";
+  if (camera_) s += std::string(s.empty() ? "" : " + ") + "camera (" + options_.camera_pipeline + ")";
+  if (media_) s += "media file " + options_.media_file + (options_.realtime ? " (real time)" : " (as fast as possible)");
+  return s;
+}
+
+void LiveRun::start() {
+  origin_ = SessionClock::now();
+  session_->start();
+  const LiveOptions& opt = options_;
+  auto on_frame = [this](ImageRGB&& f, TimePoint t) {
+    {
+      std::lock_guard<std::mutex> lock(frame_mu_);
+      last_frame_ = f;
+      ++frame_count_;
+    }
+    session_->push_video(std::move(f), t);
+  };
+  if (mic_) {
+    capture::MicrophoneConfig mc;
+    mc.device = opt.mic_device;
+    sources_->microphone = std::make_unique<capture::Microphone>(
+        mc, [this](const float* s, size_t n, TimePoint t) { session_->push_audio(s, n, t); },
+        [](const std::string& device, const std::string& error) {
+          std::fprintf(stderr, "\nconflux: microphone %s: %s\n", device.c_str(), error.c_str());
+        });
+    sources_->microphone->start();
+  }
+  if (camera_) {
+    capture::VideoSourceConfig vc;
+    vc.source = opt.camera_pipeline;
+    sources_->video = std::make_unique<capture::VideoSource>(vc, on_frame, [](const capture::StreamStatus& st) {
+      std::fprintf(stderr, "\nconflux: camera stream ended: %s %s\n", capture::to_string(st.state), st.message.c_str());
+    });
+    sources_->video->start();
+  }
+  if (media_) {
+    capture::MediaFileConfig mf;
+    mf.path = opt.media_file;
+    mf.pacing = opt.realtime ? capture::MediaPacing::kRealTime : capture::MediaPacing::kAsFastAsPossible;
+    sources_->media = std::make_unique<capture::MediaFile>(
+        mf, [this](capture::AudioChunk&& c) { session_->push_audio(c.samples.data(), c.samples.size(), c.captured); },
+        on_frame, [this](const capture::StreamStatus& st) {
+          if (st.state == capture::StreamStatus::State::kError)
+            std::fprintf(stderr, "\nconflux: %s: %s\n", options_.media_file.c_str(), st.message.c_str());
+          input_ended_ = true;
+        });
+    sources_->media->start();
+  }
+}
+
+void LiveRun::stop() {
+  if (!sources_) return;
+  if (sources_->microphone) sources_->microphone->stop();
+  if (sources_->video) sources_->video->stop();
+  if (sources_->media) sources_->media->stop();
+  sources_.reset();
+  if (session_) {
+    session_->cancel_answer();
+    session_->stop();
+  }
+  if (events_) events_->close();
+}
+
+std::optional<SessionEvent> LiveRun::next_event() {
+  auto e = events_->try_pop();
+  if (e && metrics_.is_open()) metrics_ << event_to_json(*e, origin_) << '\n';
+  return e;
+}
+
+uint64_t LiveRun::last_frame(ImageRGB* out) const {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  if (out && frame_count_) *out = last_frame_;
+  return frame_count_;
+}
+
+int run_live(LiveOptions o) {
+  std::ofstream transcript;
+  if (!o.transcript_file.empty() && !(transcript.open(o.transcript_file), transcript))
+    throw std::runtime_error(o.transcript_file + ": cannot create the transcript file");
+  LiveRun run(std::move(o));
+  const LiveOptions& opt = run.options();
+  run.start();
+  std::fprintf(stderr, "conflux: listening to %s with %s; Ctrl-C to stop\n", run.inputs().c_str(), opt.model_dir.c_str());
+  std::signal(SIGINT, on_sigint);
+  const bool tty = opt.status_line && ::isatty(STDERR_FILENO);
+  TimePoint last_status{};
+  bool mid_answer = false;
+  auto handle = [&](const SessionEvent& e) {
+    switch (e.kind) {
+      case SessionEvent::Kind::SpeechStarted: std::printf("\n[you] …"); break;
+      case SessionEvent::Kind::SpeechEnded: std::printf(" (speech ended)\n"); break;
+      case SessionEvent::Kind::AnswerStarted: std::printf("[conflux] "); mid_answer = true; break;
+      case SessionEvent::Kind::Token: std::fwrite(e.text.data(), 1, e.text.size(), stdout); break;
+      case SessionEvent::Kind::AnswerDone: {
+        mid_answer = false;
+        const TurnTiming& t = e.timing;
+        const double first = t.n_tokens ? ms(t.trigger_time, t.first_token) : 0;
+        const double rate = t.n_tokens > 1 ? (t.n_tokens - 1) / (ms(t.first_token, t.last_token) / 1000.0) : 0;
+        std::printf("\n          (%d tokens, first %.0f ms after the turn ended, %.1f tokens/s%s)\n", t.n_tokens, first, rate,
+                    t.interrupted ? ", interrupted" : "");
+        if (transcript.is_open()) transcript << event_to_json(e, run.origin()) << '\n';
+        break;
+      }
+      case SessionEvent::Kind::Error: std::fprintf(stderr, "\nconflux: session error: %s\n", e.text.c_str()); break;
+      default: break;
+    }
+    std::fflush(stdout);
+  };
+  while (!g_interrupted) {
+    bool any = false;
+    while (auto e = run.next_event()) {
+      handle(*e);
+      any = true;
+    }
+    const TimePoint now = SessionClock::now();
+    if (opt.duration_s > 0 && ms(run.origin(), now) / 1000.0 >= opt.duration_s) break;
+    if (run.input_ended() && !mid_answer) {
+      run.session().wait_idle();
+      while (auto e = run.next_event()) handle(*e);
+      break;
+    }
+    if (tty && !mid_answer && now - last_status > std::chrono::milliseconds(500)) {
+      const SessionSnapshot s = run.session().snapshot();
+      std::fprintf(stderr, "\r[%s | level %5.1f dB | audio→KV p50 %5.1f ms | video→KV p50 %6.1f ms | turn→first token p50 %6.1f ms | rtf %.2f | video dropped %llu]   ",
+                   s.answering ? "answering" : (s.in_speech ? "hearing  " : "listening"), s.level_db, s.audio_frame_to_kv_ms.p50,
+                   s.video_frame_to_kv_ms.p50, s.turn_end_to_first_token_ms.p50, s.realtime_factor,
+                   (unsigned long long)s.video_frames_dropped);
+      last_status = now;
+    }
+    if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  run.stop();
+  while (auto e = run.next_event()) handle(*e);
+  const SessionSnapshot s = run.session().snapshot();
+  std::fprintf(stderr, "\nconflux: %d turns, %lld audio frames and %lld images in the model, %llu video frames dropped, audio→KV p50 %.1f ms p95 %.1f ms\n",
+               s.turn, (long long)s.audio_frames, (long long)s.video_frames_sampled, (unsigned long long)s.video_frames_dropped,
+               s.audio_frame_to_kv_ms.p50, s.audio_frame_to_kv_ms.p95);
+  if (!opt.record_dir.empty()) std::fprintf(stderr, "conflux: recorded to %s\n", opt.record_dir.c_str());
+  return 0;
+}
+
+}  // namespace conflux::app

@@ -1,0 +1,90 @@
+// The live assistant without a window: sources (microphone, camera, media file) feeding a session,
+// and a terminal front end that streams the answers and a one-line status. Shared by `conflux run`,
+// `conflux record` and the no-display fallback of the window.
+#pragma once
+#include <atomic>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "app/cli.h"
+#include "engine/session/bounded_queue.h"
+#include "engine/session/session.h"
+#include "engine/tokenizer.h"
+
+namespace conflux {
+class RecordingWriter;  // capture/recording.h
+}
+
+namespace conflux::app {
+
+struct LiveOptions {
+  std::string model_dir;
+  bool use_mic = true;
+  std::string mic_device;          // "" = default input
+  bool use_camera = true;
+  std::string camera_pipeline;     // "" = autovideosrc when a camera exists
+  std::string media_file;          // play this file as the input instead of devices
+  bool realtime = true;            // media pacing
+  std::string record_dir;          // record what the model consumed
+  std::string metrics_file;        // every session event as JSON lines
+  std::string transcript_file;     // one JSON line per answered turn
+  double duration_s = 0;           // stop after this much wall time (0 = until the input ends or Ctrl-C)
+  bool status_line = true;         // the one-line live status (on a terminal)
+  RuntimeConfig runtime;
+  SessionConfig session;
+};
+
+// The options every live command shares, and their help text.
+extern const char* const kLiveOptionsHelp;
+extern const std::vector<std::string> kLiveOptionNames;
+extern const std::vector<std::string> kLiveFlagNames;
+LiveOptions parse_live_options(const Args& args);
+
+// One live run: the model, the inputs that exist (it says which are missing), the session, and the
+// outputs (recording, metrics). A front end (terminal or window) drains events() and reads
+// session().snapshot(); it never waits on inference.
+class LiveRun {
+ public:
+  // Loads the model and decides the inputs; throws if there is no model or no input at all.
+  explicit LiveRun(LiveOptions options);
+  ~LiveRun();
+  void start();           // the session, then the sources
+  void stop();            // the sources, then the session (finishing what it has), then the outputs
+  Session& session() { return *session_; }
+  const Model& model() const { return *model_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const LiveOptions& options() const { return options_; }
+  std::string inputs() const;         // "microphone + camera", "media file X", ...
+  bool input_ended() const { return input_ended_; }
+  // Events for the front end, in order; the metrics file (if any) is written as they are popped.
+  std::optional<SessionEvent> next_event();
+  // The newest camera/media frame (for a camera view), and its number (0 = none yet).
+  uint64_t last_frame(ImageRGB* out) const;
+  TimePoint origin() const { return origin_; }
+
+ private:
+  struct Sources;
+  LiveOptions options_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<RecordingWriter> recorder_;
+  std::unique_ptr<Session> session_;
+  std::unique_ptr<BoundedQueue<SessionEvent>> events_;
+  std::unique_ptr<Sources> sources_;
+  std::ofstream metrics_;
+  std::atomic<bool> input_ended_{false};
+  bool mic_ = false, camera_ = false, media_ = false;
+  TimePoint origin_{};
+  mutable std::mutex frame_mu_;
+  ImageRGB last_frame_;
+  uint64_t frame_count_ = 0;
+};
+
+// The terminal front end: streams answers, keeps a one-line status, writes the transcript; runs until
+// the input ends, the duration passes or Ctrl-C.
+int run_live(LiveOptions options);
+
+}  // namespace conflux::app
