@@ -149,6 +149,9 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   if (!mic_ && !camera_ && !media_)
     throw std::runtime_error("no microphone, camera or --media FILE: nothing to listen to or look at");
 
+  // A file read as fast as possible must not lose frames to the drop-oldest queue meant for cameras.
+  if (media_ && !opt.realtime) opt.session.video_queue_waits = true;
+
   // 3. Outputs.
   if (!opt.record_dir.empty()) {
     recorder_ = std::make_unique<RecordingWriter>(opt.record_dir);
@@ -218,8 +221,10 @@ void LiveRun::start() {
     sources_->media = std::make_unique<capture::MediaFile>(
         mf, [this](capture::AudioChunk&& c) { session_->push_audio(c.samples.data(), c.samples.size(), c.captured); },
         on_frame, [this](const capture::StreamStatus& st) {
-          if (st.state == capture::StreamStatus::State::kError)
+          if (st.state == capture::StreamStatus::State::kError) {
             std::fprintf(stderr, "\nconflux: %s: %s\n", options_.media_file.c_str(), st.message.c_str());
+            input_failed_ = true;
+          }
           input_ended_ = true;
         });
     sources_->media->start();
@@ -314,7 +319,7 @@ int run_live(LiveOptions o) {
                s.turn, (long long)s.audio_frames, (long long)s.video_frames_sampled, (unsigned long long)s.video_frames_dropped,
                s.audio_frame_to_kv_ms.p50, s.audio_frame_to_kv_ms.p95);
   if (!opt.record_dir.empty()) std::fprintf(stderr, "conflux: recorded to %s\n", opt.record_dir.c_str());
-  return 0;
+  return run.input_failed() ? 1 : 0;
 }
 
 }  // namespace conflux::app

@@ -59,6 +59,7 @@ class LiveRun {
   const LiveOptions& options() const { return options_; }
   std::string inputs() const;         // "microphone + camera", "media file X", ...
   bool input_ended() const { return input_ended_; }
+  bool input_failed() const { return input_failed_; }  // the media file could not be decoded
   // Events for the front end, in order; the metrics file (if any) is written as they are popped.
   std::optional<SessionEvent> next_event();
   // The newest camera/media frame (for a camera view), and its number (0 = none yet).
@@ -76,6 +77,7 @@ class LiveRun {
   std::unique_ptr<Sources> sources_;
   std::ofstream metrics_;
   std::atomic<bool> input_ended_{false};
+  std::atomic<bool> input_failed_{false};
   bool mic_ = false, camera_ = false, media_ = false;
   TimePoint origin_{};
   mutable std::mutex frame_mu_;

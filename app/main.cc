@@ -16,6 +16,7 @@ int cmd_make_random(int argc, char** argv);
 int cmd_devices(int argc, char** argv);
 int cmd_run(int argc, char** argv);
 int cmd_record(int argc, char** argv);
+int cmd_replay(int argc, char** argv);
 }  // namespace conflux::app
 
 namespace {
@@ -29,6 +30,7 @@ struct Subcommand {
 const Subcommand kSubcommands[] = {
     {"run", conflux::app::cmd_run, "the live assistant in the terminal (microphone, camera or --media FILE)"},
     {"record", conflux::app::cmd_record, "run live and record what the model consumed into a folder"},
+    {"replay", conflux::app::cmd_replay, "feed a recording (or a media file) back; checks the answers reproduce"},
     {"generate", conflux::app::cmd_generate, "one chat turn (text, --image, --audio), streamed to stdout"},
     {"logits", conflux::app::cmd_logits, "evaluate a reference case file and write its logits rows"},
     {"tokenize", conflux::app::cmd_tokenize, "JSON strings on stdin -> JSON id arrays on stdout"},

@@ -73,7 +73,7 @@ struct Session::Impl {
         sampler(c.sampling, m.config().text.vocab_size),
         detok(t),
         audio_queue(size_t(std::max(1.0, c.audio_queue_seconds / kFrameSeconds)), OverflowPolicy::Block),
-        video_queue(size_t(std::max(1, c.video_queue_frames)), OverflowPolicy::DropOldest),
+        video_queue(size_t(std::max(1, c.video_queue_frames)), c.video_queue_waits ? OverflowPolicy::Block : OverflowPolicy::DropOldest),
         control_queue(256, OverflowPolicy::Block),
         preroll_ring(size_t(vad.max_preroll_frames() + 1)),
         logits(size_t(m.config().text.vocab_size)) {
@@ -817,6 +817,7 @@ std::string session_settings_json(const Model& model, const RuntimeConfig& rc, c
                    {"context_budget", c.context_budget},
                    {"audio_queue_seconds", c.audio_queue_seconds},
                    {"video_queue_frames", c.video_queue_frames},
+                   {"video_queue_waits", c.video_queue_waits},
                    {"encoder_baseline", c.encoder_baseline}}},
   };
   return j.dump();
@@ -868,6 +869,7 @@ void session_settings_from_json(const std::string& text, RuntimeConfig& rc, Sess
   field(s, "session", "context_budget", c.context_budget);
   field(s, "session", "audio_queue_seconds", c.audio_queue_seconds);
   field(s, "session", "video_queue_frames", c.video_queue_frames);
+  field(s, "session", "video_queue_waits", c.video_queue_waits);
   field(s, "session", "encoder_baseline", c.encoder_baseline);
 }
 

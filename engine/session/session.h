@@ -53,6 +53,8 @@ struct SessionConfig {
   int context_budget = 0;              // positions; 0 = the Context's max_context. Oldest turns are evicted past it
   double audio_queue_seconds = 30;     // bounded audio queue; a full queue makes the producer wait
   int video_queue_frames = 4;          // bounded video queue; a full queue drops the oldest frame
+  bool video_queue_waits = false;      // a full video queue makes the producer wait instead (files read
+                                       // as fast as possible: every frame, bounded memory)
   bool record_rows = false;            // keep every decoder row (tests and recording)
   // Encoder baseline: each image and audio frame also goes through an E4B-sized stand-in encoder
   // (random weights, ~0.93 GB, output discarded) before the embedder, so the timings show what an

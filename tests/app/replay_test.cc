@@ -1,0 +1,129 @@
+// `conflux record` and `conflux replay` end to end, through the real binary: a generated audio+video
+// file (espeak-ng speech muxed with videotestsrc by gst-launch-1.0) is recorded, replayed with identical
+// answers, a tampered recording is reported as diverging, and foreign or broken inputs give clear errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kTinyA = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+
+struct Result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Result run(const std::string& command) {
+  Result r;
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class RecordReplay : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::path(::testing::TempDir()) / ("conflux_replay_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    const std::string d = dir_.string();
+    // 1 s of silence, a question, 2 s of silence: one spoken turn.
+    const std::string make =
+        "espeak-ng -v en-us -s 150 -w " + d + "/q.wav 'what do you see in front of you' && "
+        "sox -n -r 22050 -c 1 " + d + "/s.wav trim 0 1.0 && sox " + d + "/s.wav " + d + "/q.wav " + d + "/s.wav " + d +
+        "/s.wav " + d + "/speech.wav && gst-launch-1.0 -q webmmux name=m ! filesink location=" + d +
+        "/demo.webm filesrc location=" + d + "/speech.wav ! wavparse ! audioconvert ! audioresample ! vorbisenc ! m. "
+        "videotestsrc pattern=ball num-buffers=100 ! video/x-raw,width=320,height=240,framerate=25/1 ! vp8enc deadline=1 ! m.";
+    setup_ = run(make);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  void SetUp() override { ASSERT_EQ(setup_.exit_code, 0) << "making the demo media failed (espeak-ng, sox, gst-launch-1.0):\n" << setup_.output; }
+
+  static std::string conflux(const std::string& args) { return std::string(CONFLUX_BINARY) + " " + args; }
+  static std::string record(const std::string& name) {
+    const std::string rec = (dir_ / name).string();
+    fs::remove_all(rec);
+    const Result r = run(conflux("record " + rec + " --model " + kTinyA + " --media " + (dir_ / "demo.webm").string() +
+                                 " --speed max --budget 70 --max-tokens 6 --threads 1 --no-status"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return rec;
+  }
+
+  static fs::path dir_;
+  static Result setup_;
+};
+fs::path RecordReplay::dir_;
+Result RecordReplay::setup_;
+
+TEST_F(RecordReplay, ReplayReproducesTheRecordedAnswers) {
+  const std::string rec = record("a");
+  for (const char* speed : {"max", "4"}) {
+    const Result r = run(conflux("replay " + rec + " --speed " + speed + " --threads 2"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("identical to the recording, token for token"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("1 recorded answers"), std::string::npos) << r.output;
+  }
+}
+
+TEST_F(RecordReplay, TamperedRecordingIsReportedAsDiverging) {
+  const std::string rec = record("b");
+  // Change the first recorded answer token: the replay must notice.
+  std::ifstream in(rec + "/timeline.jsonl");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const std::regex token(R"re("event":"token",(.*?)"token":(\d+))re");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text, m, token)) << "no token event in the timeline";
+  const int original = std::stoi(m[2]);
+  text.replace(size_t(m.position(2)), size_t(m.length(2)), std::to_string(original == 7 ? 8 : 7));
+  std::ofstream(rec + "/timeline.jsonl") << text;
+  const Result r = run(conflux("replay " + rec + " --speed max"));
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("diverges at token 0"), std::string::npos) << r.output;
+}
+
+TEST_F(RecordReplay, ForeignAndBrokenInputsGiveClearErrors) {
+  // A folder that is not a recording.
+  const fs::path empty = dir_ / "not-a-recording";
+  fs::create_directories(empty);
+  Result r = run(conflux("replay " + empty.string() + " --speed max"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("session.json"), std::string::npos) << r.output;
+  // A foreign file as media: GStreamer cannot decode it.
+  const fs::path text = dir_ / "notes.txt";
+  std::ofstream(text) << "not audio, not video\n";
+  r = run(conflux("replay " + text.string() + " --model " + kTinyA + " --speed max"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cannot decode '" + text.string() + "'"), std::string::npos) << r.output;
+  // A recording whose timeline has garbage in the middle: the file and line are named.
+  const std::string rec = record("c");
+  std::ifstream in(rec + "/timeline.jsonl");
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  in.close();
+  ASSERT_GT(lines.size(), 4u);
+  lines[2] = "{\"kind\": \"audio\", broken";
+  std::ofstream out(rec + "/timeline.jsonl");
+  for (const auto& l : lines) out << l << '\n';
+  out.close();
+  r = run(conflux("replay " + rec + " --speed max"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("timeline.jsonl:3"), std::string::npos) << r.output;
+  // Nothing at all.
+  r = run(conflux("replay " + (dir_ / "missing").string()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("no such file"), std::string::npos) << r.output;
+}
+
+}  // namespace
