@@ -192,6 +192,18 @@ int cmd_bench(int argc, char** argv) {
   const std::string model_dir = args.require("model");
 
   const auto model = Model::load(model_dir);
+  // Tokenizer load time (the 33 MB Gemma tokenizer.json is parsed at every start), median of the repeats.
+  double tokenizer_load_s = -1;
+  if (const auto tok_path = std::filesystem::path(model_dir) / "tokenizer.json"; std::filesystem::exists(tok_path)) {
+    std::vector<double> times;
+    for (int i = 0; i < settings.repeats; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const Tokenizer tok = Tokenizer::load(tok_path.string());
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    tokenizer_load_s = times[times.size() / 2];
+  }
   const std::vector<int32_t> prompt = random_prompt(model->config(), settings.prompt_tokens);
   std::vector<ThreadRun> runs;
   for (int threads : thread_counts) runs.push_back(bench_threads(*model, prompt, settings, threads));
@@ -207,6 +219,7 @@ int cmd_bench(int argc, char** argv) {
                           {"prompt_tokens", settings.prompt_tokens},
                           {"decode_tokens", settings.decode_tokens},
                           {"repeats", settings.repeats},
+                          {"tokenizer_load_s", tokenizer_load_s >= 0 ? nlohmann::json(tokenizer_load_s) : nlohmann::json(nullptr)},
                           {"runs", nlohmann::json::array()}};
     for (const ThreadRun& r : runs)
       out["runs"].push_back({{"threads", r.threads},
@@ -219,6 +232,7 @@ int cmd_bench(int argc, char** argv) {
   std::printf("model    %s\ndtype    %s\nweights  %zu bytes (%.1f MiB)\nisa      %s\nkv cache %zu bytes (%.1f MiB)\n",
               model_dir.c_str(), dtype.c_str(), model->weight_bytes(), double(model->weight_bytes()) / kBytesPerMib,
               kernel_isa(), kv_bytes, double(kv_bytes) / kBytesPerMib);
+  if (tokenizer_load_s >= 0) std::printf("tokenizer.json loads in %.3f s\n", tokenizer_load_s);
   std::printf("prompt %d tokens, decode %d tokens, median of %d\n\n", settings.prompt_tokens, settings.decode_tokens,
               settings.repeats);
   const std::string pp = "pp" + std::to_string(settings.prompt_tokens) + " tok/s";
