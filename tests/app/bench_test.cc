@@ -61,15 +61,8 @@ class BenchCommand : public ::testing::Test {
 
 TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
   const fs::path model_dir = dir_ / "tiny";
-  // A stand-in tokenizer pair: make-random only copies the files, it does not parse them.
-  const fs::path tokenizer_dir = dir_ / "tok";
-  fs::create_directories(tokenizer_dir);
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
-    FILE* f = std::fopen((tokenizer_dir / name).c_str(), "wb");
-    ASSERT_NE(f, nullptr) << name;
-    std::fputs("{}\n", f);
-    std::fclose(f);
-  }
+  // A real tokenizer pair to copy in (bench also times loading it): the tiny reference model's.
+  const fs::path tokenizer_dir = fs::path(CONFLUX_SHARED_DIR) / "reference/tiny-a";
   const CommandResult made = run_conflux("make-random --preset tiny --dtype bf16 --seed 3 --out " + model_dir.string() +
                                              " --tokenizer " + (tokenizer_dir / "tokenizer.json").string(),
                                          dir_);
@@ -84,11 +77,12 @@ TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
   ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
   nlohmann::json report;
   ASSERT_NO_THROW(report = nlohmann::json::parse(bench.stdout_text)) << bench.stdout_text;
-  for (const char* key : {"model", "dtype", "weight_bytes", "isa", "kv_cache_bytes", "runs"})
+  for (const char* key : {"model", "dtype", "weight_bytes", "isa", "kv_cache_bytes", "tokenizer_load_s", "runs"})
     EXPECT_TRUE(report.contains(key)) << "missing key " << key << " in " << bench.stdout_text;
   EXPECT_EQ(report["dtype"], "BF16");
   EXPECT_GT(report["weight_bytes"].get<double>(), 0);
   EXPECT_GT(report["kv_cache_bytes"].get<double>(), 0);
+  EXPECT_GT(report["tokenizer_load_s"].get<double>(), 0);
   EXPECT_FALSE(report["isa"].get<std::string>().empty());
   ASSERT_TRUE(report["runs"].is_array());
   ASSERT_EQ(report["runs"].size(), 1u);  // --threads 1: one run only
