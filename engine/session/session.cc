@@ -133,6 +133,12 @@ struct Session::Impl {
   size_t preroll_head = 0, preroll_count = 0;
   std::vector<float> logits;                    // (V) of the last appended row
   std::vector<float> embed_buf;                 // (n, D) scratch for embeddings
+  // Audio frames embedded but not yet appended (one batch). Capacity grows to max_chunk once.
+  std::vector<float> pending_embeddings;        // (n, D)
+  std::vector<FrameTiming> pending_timing;      // (n)
+  std::vector<TimePoint> pending_input_time;    // (n)
+  std::vector<int32_t> pending_ids;             // (n)
+  std::vector<uint8_t> pending_flags, pending_want;  // (n)
   std::vector<float> patches;                   // (n, 6912) patches of the image being appended
   std::vector<int32_t> patch_x, patch_y;        // (n) their grid columns and rows
 
@@ -200,6 +206,7 @@ struct Session::Impl {
 
   void append_ids(const std::vector<int32_t>& ids, bool want_logits) {
     if (ids.empty()) return;
+    flush_audio();
     ensure_room(int64_t(ids.size()));
     for (size_t off = 0; off < ids.size(); off += size_t(rc.max_chunk)) {
       const int m = int(std::min(ids.size() - off, size_t(rc.max_chunk)));
@@ -220,6 +227,7 @@ struct Session::Impl {
 
   // One generated token back into the cache; allocation-free unless rows are being recorded.
   void append_answer_token(int32_t id) {
+    flush_audio();
     ensure_room(1);
     DecodeBatch b;
     b.n = 1;
@@ -256,39 +264,65 @@ struct Session::Impl {
     segment_open = false;
   }
 
+  // Audio frames are embedded at once but appended in batches: consecutive frames wait in `pending_*`
+  // until something else must be appended, no input is ready, or a chunk is full. A session that keeps
+  // up appends one frame per batch; one that fell behind catches up at prefill speed (a chunk of n rows
+  // costs far less than n single-row steps). The rows and their order are the same either way, and the
+  // engine's results do not depend on the chunking, so answers are unchanged.
   void append_audio_frame(AudioFrame& f) {
-    open_turn();
-    open_segment();
-    const int D = model.config().text.hidden_size;
-    embed_buf.resize(size_t(D));
-    if (encoder) encoder->encode_audio(f.samples.data(), 1);  // the baseline's cost; output discarded
-    ctx.embed_audio_frames(f.samples.data(), 1, embed_buf.data());
-    f.timing.embedded = SessionClock::now();
-    ensure_room(1);
-    const int32_t id = model.config().tokens.audio;
-    const uint8_t is_emb = 1, want = 0;
-    DecodeBatch b;
-    b.n = 1;
-    b.tokens = &id;
-    b.embeddings = embed_buf.data();
-    b.is_embedding = &is_emb;
-    b.want_logits = &want;
-    ctx.decode(b, nullptr);
-    f.timing.in_kv = SessionClock::now();
-    note_positions();
-    record_rows(&id, 1, embed_buf.data(), -1);
-    ++audio_frames_consumed;
-    audio_kv_ms.add(ms_between(f.timing.latency_origin(), f.timing.in_kv));
-    if (!subscribers.empty()) {
-      SessionEvent e{SessionEvent::Kind::AudioFrameInKv, turn, -1, "", f.input_time, 0, {}};
-      e.frame = f.timing;
-      emit(e);
+    if (!turn_open || !segment_open) {
+      flush_audio();
+      open_turn();
+      open_segment();
     }
+    const int D = model.config().text.hidden_size;
+    if (encoder) encoder->encode_audio(f.samples.data(), 1);  // the baseline's cost; output discarded
+    const size_t row = pending_timing.size();
+    pending_embeddings.resize((row + 1) * size_t(D));
+    ctx.embed_audio_frames(f.samples.data(), 1, pending_embeddings.data() + row * D);
+    f.timing.embedded = SessionClock::now();
+    pending_timing.push_back(f.timing);
+    pending_input_time.push_back(f.input_time);
+    if (int(pending_timing.size()) >= rc.max_chunk) flush_audio();
+  }
+
+  void flush_audio() {
+    const int n = int(pending_timing.size());
+    if (n == 0) return;
+    ensure_room(n);
+    const int32_t id = model.config().tokens.audio;
+    pending_ids.assign(size_t(n), id);
+    pending_flags.assign(size_t(n), 1);
+    pending_want.assign(size_t(n), 0);
+    DecodeBatch b;
+    b.n = n;
+    b.tokens = pending_ids.data();
+    b.embeddings = pending_embeddings.data();
+    b.is_embedding = pending_flags.data();
+    b.want_logits = pending_want.data();
+    ctx.decode(b, nullptr);
+    const TimePoint in_kv = SessionClock::now();
+    note_positions();
+    record_rows(pending_ids.data(), n, pending_embeddings.data(), -1);
+    audio_frames_consumed += n;
+    for (int j = 0; j < n; ++j) {
+      FrameTiming& t = pending_timing[size_t(j)];
+      t.in_kv = in_kv;
+      audio_kv_ms.add(ms_between(t.latency_origin(), t.in_kv));
+      if (!subscribers.empty()) {
+        SessionEvent e{SessionEvent::Kind::AudioFrameInKv, turn, -1, "", pending_input_time[size_t(j)], 0, {}};
+        e.frame = t;
+        emit(e);
+      }
+    }
+    pending_timing.clear();
+    pending_input_time.clear();
   }
 
   // `held`: the frame waited outside a turn for one to open; its wait is a layout choice, not pipeline
   // latency, so it is reported (event) but kept out of the frame-to-KV statistics.
   void append_image(const VideoItem& v, TimePoint dequeued, bool held = false) {
+    flush_audio();
     FrameTiming t;
     t.captured = v.captured;
     t.arrived = v.arrived;
@@ -566,7 +600,10 @@ struct Session::Impl {
         progressed = true;
         continue;
       }
-      if (!other_t) break;
+      if (!other_t) {
+        flush_audio();  // nothing else is ready: the batch goes in now
+        break;
+      }
       // Another stream's item is next. If audio is flowing but has not reached its timestamp yet, wait
       // briefly for it so that the order stays the timestamp order.
       const TimePoint audio_reached = audio_t0 + std::chrono::duration_cast<SessionClock::duration>(
@@ -574,7 +611,10 @@ struct Session::Impl {
       const bool audio_behind = audio_clock_started && audio_reached < *other_t;
       if (audio_behind && !stopping_now()) {
         if (waiting_since == TimePoint{}) waiting_since = SessionClock::now();
-        if (SessionClock::now() - waiting_since < kAudioOrderingWait) break;
+        if (SessionClock::now() - waiting_since < kAudioOrderingWait) {
+          flush_audio();
+          break;
+        }
       }
       waiting_since = TimePoint{};
       if (video_head && (!control_head || video_head->captured <= control_head->when)) {
