@@ -35,6 +35,7 @@
 #include "capture/microphone.h"
 #include "capture/resampler.h"
 #include "capture/spsc_ring.h"
+#include "tests/capture/alsa_fixture.h"
 #include "tests/support/allocation_counter.h"
 
 namespace conflux::capture {
@@ -336,64 +337,10 @@ TEST(Resampler, OutputDoesNotDependOnBlockSizesAndFlushRestartsCleanly) {
 
 // ---- file-fed ALSA device ------------------------------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "conflux_mic_test_XXXXXX").string();
-    if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-template <typename T>
-std::filesystem::path write_raw(const std::filesystem::path& path, const std::vector<T>& samples) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(samples.data()), static_cast<std::streamsize>(samples.size() * sizeof(T)));
-  if (!out) throw std::runtime_error("cannot write " + path.string());
-  return path;
-}
-
-// An ALSA configuration whose default PCM (and a second PCM named conflux_test_mic) reads samples from
-// raw files: the ALSA `file` plugin over the `null` PCM, exactly as platform-notes.md describes. The
-// raw files must hold samples in the format and channel count the stream opens.
-class FileFedAlsa {
- public:
-  static constexpr const char* kNamedDevice = "conflux_test_mic";
-
-  FileFedAlsa(const std::filesystem::path& default_input, const std::filesystem::path& named_input = {}) {
-    const std::filesystem::path config = dir_.path() / "asound.conf";
-    std::ofstream out(config);
-    auto pcm = [&](const std::string& name, const std::filesystem::path& infile) {
-      out << "pcm." << name << " {\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \""
-          << infile.string() << "\"\n  format \"raw\"\n}\n";
-    };
-    pcm("!default", default_input);
-    pcm(kNamedDevice, named_input.empty() ? default_input : named_input);
-    out.close();
-    if (const char* previous = std::getenv("ALSA_CONFIG_PATH")) previous_ = previous;
-    // alsa.conf must come first: it defines the plugin types the second file uses.
-    setenv("ALSA_CONFIG_PATH", ("/usr/share/alsa/alsa.conf:" + config.string()).c_str(), 1);
-  }
-  ~FileFedAlsa() {
-    if (previous_) {
-      setenv("ALSA_CONFIG_PATH", previous_->c_str(), 1);
-    } else {
-      unsetenv("ALSA_CONFIG_PATH");
-    }
-  }
-
- private:
-  TempDir dir_;
-  std::optional<std::string> previous_;
-};
+// TempDir, write_raw and FileFedAlsa (the file-fed ALSA device) live in alsa_fixture.h.
+using alsa_test::FileFedAlsa;
+using alsa_test::TempDir;
+using alsa_test::write_raw;
 
 // Collects what the microphone delivers; tests wait on it from their own thread.
 class ChunkCollector {
