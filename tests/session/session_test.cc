@@ -293,3 +293,91 @@ TEST_F(SessionTest, LongAcceleratedSessionHasFlatMemoryAndBoundedPositions) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// Barge-in: speech during an answer stops it (when enabled), and that speech opens the next turn;
+// with barge-in off the answer runs to its end and the speech still becomes the next turn.
+TEST_F(SessionTest, BargeInStopsTheAnswerAndOpensTheNextTurn) {
+  for (bool barge_in : {true, false}) {
+    SessionConfig cfg = config();
+    cfg.barge_in = barge_in;
+    cfg.max_answer_tokens = 1500;   // long enough (~1 s on tiny-a) for speech to arrive during it
+    cfg.sampling.stop_tokens.clear();
+    RuntimeConfig rc = runtime();
+    rc.max_context = 4096;
+    Session s(*model_, *tok_, rc, cfg);
+    std::atomic<int> answers_started{0};
+    std::vector<bool> interrupted;
+    std::mutex mu;
+    s.subscribe([&](const SessionEvent& e) {
+      if (e.kind == SessionEvent::Kind::AnswerStarted) ++answers_started;
+      if (e.kind == SessionEvent::Kind::AnswerDone) {
+        std::lock_guard<std::mutex> lock(mu);
+        interrupted.push_back(e.timing.interrupted);
+      }
+    });
+    s.start();
+    const TimePoint t0 = SessionClock::now();
+    const Timeline first = build_timeline({a_}, {0.5, 1.0});
+    play(s, first.samples, t0, 0);
+    while (answers_started.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // The second utterance arrives while the first answer is being generated.
+    const Timeline second = build_timeline({b_}, {0.3, 1.0});
+    const double offset = double(first.samples.size()) / kRate;
+    for (size_t off = 0; off < second.samples.size(); off += kChunk)
+      s.push_audio(second.samples.data() + off, std::min(kChunk, second.samples.size() - off), at(t0, offset + double(off) / kRate));
+    s.wait_idle();
+    s.stop();
+    ASSERT_EQ(s.answers().size(), 2u) << "barge_in " << barge_in;
+    ASSERT_EQ(interrupted.size(), 2u);
+    EXPECT_EQ(interrupted[0], barge_in);
+    if (barge_in) EXPECT_LT(s.answers()[0].size(), size_t(cfg.max_answer_tokens));
+    else EXPECT_EQ(s.answers()[0].size(), size_t(cfg.max_answer_tokens));
+  }
+}
+
+// Push-to-talk: audio between press and release is the turn (whatever the VAD says), and the release
+// ends it; typed text ends a turn too.
+TEST_F(SessionTest, PushToTalkAndTypedTextEndTurns) {
+  SessionConfig cfg = config();
+  Session s(*model_, *tok_, runtime(), cfg);
+  std::vector<std::string> triggers;
+  const TimePoint t0 = SessionClock::now();
+  s.subscribe([&](const SessionEvent& e) {
+    if (e.kind == SessionEvent::Kind::AnswerDone) triggers.push_back(nlohmann::json::parse(event_to_json(e, t0))["trigger"]);
+  });
+  s.start();
+  const std::vector<float> quiet = noise_bed(size_t(kRate), 3);  // 1 s of room noise: the VAD hears nothing
+  s.push_to_talk(true, at(t0, 0.1));
+  s.push_audio(quiet.data(), quiet.size(), at(t0, 0.0));
+  s.push_to_talk(false, at(t0, 0.9));
+  s.push_audio(quiet.data(), quiet.size(), at(t0, 1.0));
+  s.push_text("hello", at(t0, 1.5));
+  s.push_audio(quiet.data(), quiet.size(), at(t0, 2.0));
+  s.wait_idle();
+  s.stop();
+  EXPECT_EQ(triggers, (std::vector<std::string>{"push_to_talk", "typed_text"}));
+  // Only the push-to-talk window's frames went in (0.1 s .. 0.9 s: 20 frames of 40 ms, give or take the
+  // frames straddling the press and release).
+  EXPECT_NEAR(double(s.snapshot().audio_frames), 20.0, 2.0);
+}
+
+// The commentary timer closes a turn every N seconds of input time, even in silence.
+TEST_F(SessionTest, CommentaryTimerAnswersPeriodically) {
+  SessionConfig cfg = config();
+  cfg.commentary_interval_s = 2.0;
+  Session s(*model_, *tok_, runtime(), cfg);
+  s.start();
+  const TimePoint t0 = SessionClock::now();
+  const std::vector<float> quiet = noise_bed(size_t(kRate) * 7, 4);  // 7 s
+  play(s, quiet, t0, 1.0);
+  s.wait_idle();
+  s.stop();
+  // Input time 2, 4 and 6 s: three answers.
+  EXPECT_EQ(s.answers().size(), 3u);
+}
+
+}  // namespace
+}  // namespace conflux
