@@ -121,19 +121,11 @@ int cmd_replay(int argc, char** argv) {
   });
   std::fprintf(stderr, "conflux replay: %s (%zu inputs, %zu recorded answers) on %s at %s\n", path.c_str(), rec.inputs.size(),
                rec.answers.size(), model_dir.c_str(), speed == 0 ? "full speed" : (std::to_string(speed) + "x").c_str());
+  TerminalPrinter printer;
   auto handle = [&](const SessionEvent& e) {
     if (metrics.is_open()) metrics << event_to_json(e, origin) << '\n';
-    switch (e.kind) {
-      case SessionEvent::Kind::AnswerStarted: std::printf("[conflux] "); break;
-      case SessionEvent::Kind::Token: std::fwrite(e.text.data(), 1, e.text.size(), stdout); break;
-      case SessionEvent::Kind::AnswerDone:
-        std::printf("\n");
-        if (transcript.is_open()) transcript << event_to_json(e, origin) << '\n';
-        break;
-      case SessionEvent::Kind::Error: std::fprintf(stderr, "conflux replay: session error: %s\n", e.text.c_str()); break;
-      default: break;
-    }
-    std::fflush(stdout);
+    printer.print(e);
+    if (e.kind == SessionEvent::Kind::AnswerDone && transcript.is_open()) transcript << event_to_json(e, origin) << '\n';
   };
   while (!fed) {
     bool any = false;

@@ -256,6 +256,30 @@ uint64_t LiveRun::last_frame(ImageRGB* out) const {
   return frame_count_;
 }
 
+void TerminalPrinter::print(const SessionEvent& e) {
+  switch (e.kind) {
+    case SessionEvent::Kind::SpeechStarted: std::printf("\n[you] …"); break;
+    case SessionEvent::Kind::SpeechEnded: std::printf(" (speech ended)\n"); break;
+    case SessionEvent::Kind::AnswerStarted:
+      std::printf("[conflux] ");
+      answering_ = true;
+      break;
+    case SessionEvent::Kind::Token: std::fwrite(e.text.data(), 1, e.text.size(), stdout); break;
+    case SessionEvent::Kind::AnswerDone: {
+      answering_ = false;
+      const TurnTiming& t = e.timing;
+      const double first = t.n_tokens ? ms(t.trigger_time, t.first_token) : 0;
+      const double rate = t.n_tokens > 1 ? (t.n_tokens - 1) / (ms(t.first_token, t.last_token) / 1000.0) : 0;
+      std::printf("\n          (%d tokens, first %.0f ms after the turn ended, %.1f tokens/s%s)\n", t.n_tokens, first, rate,
+                  t.interrupted ? ", interrupted" : "");
+      break;
+    }
+    case SessionEvent::Kind::Error: std::fprintf(stderr, "\nconflux: session error: %s\n", e.text.c_str()); break;
+    default: break;
+  }
+  std::fflush(stdout);
+}
+
 int run_live(LiveOptions o) {
   std::ofstream transcript;
   if (!o.transcript_file.empty() && !(transcript.open(o.transcript_file), transcript))
@@ -267,27 +291,10 @@ int run_live(LiveOptions o) {
   std::signal(SIGINT, on_sigint);
   const bool tty = opt.status_line && ::isatty(STDERR_FILENO);
   TimePoint last_status{};
-  bool mid_answer = false;
+  TerminalPrinter printer;
   auto handle = [&](const SessionEvent& e) {
-    switch (e.kind) {
-      case SessionEvent::Kind::SpeechStarted: std::printf("\n[you] …"); break;
-      case SessionEvent::Kind::SpeechEnded: std::printf(" (speech ended)\n"); break;
-      case SessionEvent::Kind::AnswerStarted: std::printf("[conflux] "); mid_answer = true; break;
-      case SessionEvent::Kind::Token: std::fwrite(e.text.data(), 1, e.text.size(), stdout); break;
-      case SessionEvent::Kind::AnswerDone: {
-        mid_answer = false;
-        const TurnTiming& t = e.timing;
-        const double first = t.n_tokens ? ms(t.trigger_time, t.first_token) : 0;
-        const double rate = t.n_tokens > 1 ? (t.n_tokens - 1) / (ms(t.first_token, t.last_token) / 1000.0) : 0;
-        std::printf("\n          (%d tokens, first %.0f ms after the turn ended, %.1f tokens/s%s)\n", t.n_tokens, first, rate,
-                    t.interrupted ? ", interrupted" : "");
-        if (transcript.is_open()) transcript << event_to_json(e, run.origin()) << '\n';
-        break;
-      }
-      case SessionEvent::Kind::Error: std::fprintf(stderr, "\nconflux: session error: %s\n", e.text.c_str()); break;
-      default: break;
-    }
-    std::fflush(stdout);
+    printer.print(e);
+    if (e.kind == SessionEvent::Kind::AnswerDone && transcript.is_open()) transcript << event_to_json(e, run.origin()) << '\n';
   };
   while (!g_interrupted) {
     bool any = false;
@@ -297,12 +304,12 @@ int run_live(LiveOptions o) {
     }
     const TimePoint now = SessionClock::now();
     if (opt.duration_s > 0 && ms(run.origin(), now) / 1000.0 >= opt.duration_s) break;
-    if (run.input_ended() && !mid_answer) {
+    if (run.input_ended() && !printer.answering()) {
       run.session().wait_idle();
       while (auto e = run.next_event()) handle(*e);
       break;
     }
-    if (tty && !mid_answer && now - last_status > std::chrono::milliseconds(500)) {
+    if (tty && !printer.answering() && now - last_status > std::chrono::milliseconds(500)) {
       const SessionSnapshot s = run.session().snapshot();
       std::fprintf(stderr, "\r[%s | level %5.1f dB | audio→KV p50 %5.1f ms | video→KV p50 %6.1f ms | turn→first token p50 %6.1f ms | rtf %.2f | video dropped %llu]   ",
                    s.answering ? "answering" : (s.in_speech ? "hearing  " : "listening"), s.level_db, s.audio_frame_to_kv_ms.p50,

@@ -85,6 +85,17 @@ class LiveRun {
   uint64_t frame_count_ = 0;
 };
 
+// Prints session events the way the terminal front end shows them (speech markers, streamed answer
+// text, a timing line per answer, errors).
+class TerminalPrinter {
+ public:
+  void print(const SessionEvent& e);
+  bool answering() const { return answering_; }  // an answer is streaming
+
+ private:
+  bool answering_ = false;
+};
+
 // The terminal front end: streams answers, keeps a one-line status, writes the transcript; runs until
 // the input ends, the duration passes or Ctrl-C.
 int run_live(LiveOptions options);

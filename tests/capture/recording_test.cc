@@ -24,6 +24,7 @@
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "tests/session/speech_timeline.h"
+#include "tests/session/tiny_session_assets.h"
 
 namespace conflux {
 namespace {
@@ -109,25 +110,21 @@ class CountingRecorder final : public SessionRecorder {
 class RecordingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model_ = Model::load(kTinyA).release();
-    tok_ = new Tokenizer(Tokenizer::load(kTinyA + "/tokenizer.json"));
-    dir_ = fs::path(::testing::TempDir()) / ("conflux_recording_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-    for (const char* tool : {"espeak-ng", "sox"})
-      if (!tool_available(tool)) setup_error_ = std::string(tool) + " is missing: tools/setup.sh installs it";
-    if (setup_error_.empty()) {
-      a_ = new Clip(synthesize(dir_, "a", "-v en-us -s 160", "what do you see on the table"));
-      b_ = new Clip(synthesize(dir_, "b", "-v en-gb -s 140 -p 30", "how many shapes are there"));
-    }
+    assets_ = new TinySessionAssets("recording");
+    model_ = assets_->model.get();
+    tok_ = assets_->tokenizer.get();
+    a_ = &assets_->a;
+    b_ = &assets_->b;
+    dir_ = assets_->dir;
+    setup_error_ = assets_->error;
   }
   static void TearDownTestSuite() {
-    delete model_;
-    delete tok_;
-    delete a_;
-    delete b_;
     // CONFLUX_KEEP_RECORDINGS=1 keeps the recorded folders for inspection.
-    if (!std::getenv("CONFLUX_KEEP_RECORDINGS")) fs::remove_all(dir_);
-    else std::printf("recordings kept in %s\n", dir_.c_str());
+    if (std::getenv("CONFLUX_KEEP_RECORDINGS")) {
+      std::printf("recordings kept in %s\n", dir_.c_str());
+      assets_->dir.clear();
+    }
+    delete assets_;
   }
   void SetUp() override { ASSERT_TRUE(setup_error_.empty()) << setup_error_; }
 
@@ -213,16 +210,18 @@ class RecordingTest : public ::testing::Test {
     return r;
   }
 
-  static Model* model_;
-  static Tokenizer* tok_;
-  static Clip *a_, *b_;
+  static TinySessionAssets* assets_;
+  static const Model* model_;
+  static const Tokenizer* tok_;
+  static const Clip *a_, *b_;
   static fs::path dir_;
   static std::string setup_error_;
 };
-Model* RecordingTest::model_ = nullptr;
-Tokenizer* RecordingTest::tok_ = nullptr;
-Clip* RecordingTest::a_ = nullptr;
-Clip* RecordingTest::b_ = nullptr;
+TinySessionAssets* RecordingTest::assets_ = nullptr;
+const Model* RecordingTest::model_ = nullptr;
+const Tokenizer* RecordingTest::tok_ = nullptr;
+const Clip* RecordingTest::a_ = nullptr;
+const Clip* RecordingTest::b_ = nullptr;
 fs::path RecordingTest::dir_;
 std::string RecordingTest::setup_error_;
 
