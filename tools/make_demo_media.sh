@@ -11,7 +11,7 @@ espeak-ng -v en-gb -s 140 -w "$tmp/q2.wav" "How many shapes are there?"
 sox -n -r 22050 -c 1 "$tmp/sil.wav" trim 0 1.2
 sox "$tmp/sil.wav" "$tmp/q1.wav" "$tmp/sil.wav" "$tmp/sil.wav" "$tmp/q2.wav" "$tmp/sil.wav" "$tmp/sil.wav" "$tmp/speech.wav"
 seconds=$(soxi -D "$tmp/speech.wav")
-frames=$(python3 -c "import math; print(math.ceil($seconds * 10))")  # 10 fps camera
+frames=$(awk -v s="$seconds" 'BEGIN { print int(s * 10) + 1 }')  # 10 fps camera, covering the audio
 gst-launch-1.0 -q webmmux name=mux ! filesink location="$out" \
   filesrc location="$tmp/speech.wav" ! wavparse ! audioconvert ! audioresample ! vorbisenc ! mux. \
   videotestsrc pattern=ball num-buffers="$frames" ! video/x-raw,width=640,height=480,framerate=10/1 ! vp8enc deadline=1 ! mux.
