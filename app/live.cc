@@ -233,19 +233,39 @@ void LiveRun::start() {
 
 void LiveRun::stop() {
   if (!sources_) return;
-  if (sources_->microphone) sources_->microphone->stop();
-  if (sources_->video) sources_->video->stop();
-  if (sources_->media) sources_->media->stop();
-  sources_.reset();
-  if (session_) {
-    session_->cancel_answer();
+  // Order matters: a source may be blocked pushing into the session (a media file read at full speed
+  // waits for room), and the session may be blocked handing an event to a front end that stopped
+  // reading. So: stop the answer, refuse further input (releasing blocked sources), never block on
+  // events again, then stop the sources and let the session finish what it has.
+  session_->cancel_answer();
+  session_->close_inputs();
+  // Keep taking events while the sources and the session wind down, so that none of them waits on a
+  // full event queue; the front end gets them afterwards from next_event().
+  std::atomic<bool> done{false};
+  std::thread stopper([&] {
+    if (sources_->microphone) sources_->microphone->stop();
+    if (sources_->video) sources_->video->stop();
+    if (sources_->media) sources_->media->stop();
     session_->stop();
+    done = true;
+  });
+  while (!done) {
+    while (auto e = events_->try_pop()) stop_backlog_.push_back(std::move(*e));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  if (events_) events_->close();
+  stopper.join();
+  while (auto e = events_->try_pop()) stop_backlog_.push_back(std::move(*e));
+  sources_.reset();
 }
 
 std::optional<SessionEvent> LiveRun::next_event() {
-  auto e = events_->try_pop();
+  std::optional<SessionEvent> e;
+  if (!stop_backlog_.empty()) {
+    e = std::move(stop_backlog_.front());
+    stop_backlog_.pop_front();
+  } else {
+    e = events_->try_pop();
+  }
   if (e && metrics_.is_open()) metrics_ << event_to_json(*e, origin_) << '\n';
   return e;
 }

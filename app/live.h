@@ -3,6 +3,7 @@
 // `conflux record` and the no-display fallback of the window.
 #pragma once
 #include <atomic>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -78,6 +79,7 @@ class LiveRun {
   std::ofstream metrics_;
   std::atomic<bool> input_ended_{false};
   std::atomic<bool> input_failed_{false};
+  std::deque<SessionEvent> stop_backlog_;  // events taken off the queue while stop() waited
   bool mic_ = false, camera_ = false, media_ = false;
   TimePoint origin_{};
   mutable std::mutex frame_mu_;

@@ -28,7 +28,7 @@ struct Subcommand {
 };
 
 const Subcommand kSubcommands[] = {
-    {"run", conflux::app::cmd_run, "the live assistant in the terminal (microphone, camera or --media FILE)"},
+    {"run", conflux::app::cmd_run, "the live assistant: window, or the terminal without a display (mic, camera or --media FILE)"},
     {"record", conflux::app::cmd_record, "run live and record what the model consumed into a folder"},
     {"replay", conflux::app::cmd_replay, "feed a recording (or a media file) back; checks the answers reproduce"},
     {"generate", conflux::app::cmd_generate, "one chat turn (text, --image, --audio), streamed to stdout"},

@@ -724,6 +724,12 @@ void Session::stop() {
   impl_->control_queue.close();
 }
 
+void Session::close_inputs() {
+  impl_->audio_queue.close();
+  impl_->video_queue.close();
+  impl_->control_queue.close();
+}
+
 void Session::push_audio(const float* samples, size_t n, TimePoint captured) {
   const TimePoint arrived = SessionClock::now();
   // Pieces of at most one frame keep the queue's capacity a bound in samples.

@@ -163,6 +163,9 @@ class Session {
   void start();
   // Processes everything queued so far, finishes any answer, and stops the thread.
   void stop();
+  // Refuses further input: producers blocked on a full queue return at once (their push is dropped).
+  // Call before stopping capture threads that may be waiting on the session.
+  void close_inputs();
 
   // Inputs, from any thread. Audio: 16 kHz mono samples; `captured` is the time of the first sample.
   void push_audio(const float* samples, size_t n, TimePoint captured);

@@ -127,3 +127,26 @@ TEST_F(RecordReplay, ForeignAndBrokenInputsGiveClearErrors) {
 }
 
 }  // namespace
+
+namespace {
+
+// Ctrl-C in the terminal front end while an answer streams and a media file is read at full speed
+// (its reader then waits on the session): the run stops promptly and cleanly, the answer marked
+// interrupted.
+TEST_F(RecordReplay, CtrlCMidAnswerStopsCleanly) {
+  const std::string out = (dir_ / "ctrlc.txt").string();
+  const std::string cmd = "timeout 60 " + conflux("run --headless --model " + kTinyA + " --media " + (dir_ / "demo.webm").string() +
+                                                  " --speed max --budget 70 --max-tokens 20000 --threads 1") +
+                          " > " + out + " 2>&1 & pid=$!; "
+                          "for i in $(seq 1 200); do grep -q '\\[conflux\\]' " + out + " && break; sleep 0.05; done; "
+                          "sleep 0.3; kill -INT $pid; wait $pid";
+  const std::string script = (dir_ / "ctrlc.sh").string();
+  std::ofstream(script) << cmd << "\n";
+  const Result r = run("bash " + script);
+  std::ifstream in(out);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(r.exit_code, 0) << text;  // 124 would mean the timeout killed a hung process
+  EXPECT_NE(text.find("interrupted"), std::string::npos) << text;
+}
+
+}  // namespace
