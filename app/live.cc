@@ -51,9 +51,23 @@ const std::vector<std::string> kLiveOptionNames = {
 const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
                                                  "no-status"};
 
+// A path under assets/: as given when it exists from the current folder, else next to the binary's
+// checkout (build/app/conflux -> ../../assets), so the defaults work from any folder.
+std::string resolve_asset(const std::string& relative) {
+  if (fs::exists(relative)) return relative;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path beside = exe.parent_path() / ".." / ".." / relative;
+    if (fs::exists(beside)) return fs::weakly_canonical(beside).string();
+  }
+  return relative;
+}
+
 LiveOptions parse_live_options(const Args& a) {
   LiveOptions o;
-  o.model_dir = a.get_or("model", "assets/model");
+  o.model_dir = a.get_or("model", resolve_asset("assets/model"));
+  o.demo_recording = resolve_asset("assets/demo");
   o.use_mic = !a.flag("no-mic");
   o.mic_device = a.get_or("mic", "");
   o.use_camera = !a.flag("no-camera");
@@ -119,6 +133,7 @@ struct LiveRun::Sources {
   std::unique_ptr<capture::Microphone> microphone;
   std::unique_ptr<capture::VideoSource> video;
   std::unique_ptr<capture::MediaFile> media;
+  std::thread recording_feeder;
 };
 
 LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
@@ -146,8 +161,18 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
       camera_ = false;
     }
   }
-  if (!mic_ && !camera_ && !media_)
-    throw std::runtime_error("no microphone, camera or --media FILE: nothing to listen to or look at");
+  if (!mic_ && !camera_ && !media_ && opt.recording.empty()) {
+    if (!fs::exists(fs::path(opt.demo_recording) / "session.json"))
+      throw std::runtime_error("no microphone, camera or --media FILE, and no demo recording in " + opt.demo_recording +
+                               ": nothing to listen to or look at");
+    std::fprintf(stderr, "conflux: no microphone or camera: playing the demo recording %s as if it were live\n",
+                 opt.demo_recording.c_str());
+    opt.recording = opt.demo_recording;
+  }
+  if (!opt.recording.empty() && !mic_ && !camera_ && !media_) {
+    recording_ = std::make_unique<Recording>(load_recording(opt.recording));
+    recorded_ = true;
+  }
 
   // A file read as fast as possible must not lose frames to the drop-oldest queue meant for cameras.
   if (media_ && !opt.realtime) opt.session.video_queue_waits = true;
@@ -181,6 +206,7 @@ std::string LiveRun::inputs() const {
   if (mic_) s += "microphone";
   if (camera_) s += std::string(s.empty() ? "" : " + ") + "camera (" + options_.camera_pipeline + ")";
   if (media_) s += "media file " + options_.media_file + (options_.realtime ? " (real time)" : " (as fast as possible)");
+  if (recorded_) s += "recording " + options_.recording + (options_.realtime ? " (real time)" : " (as fast as possible)");
   return s;
 }
 
@@ -229,6 +255,12 @@ void LiveRun::start() {
         });
     sources_->media->start();
   }
+  if (recorded_) {
+    sources_->recording_feeder = std::thread([this] {
+      feed_recording(*session_, *recording_, SessionClock::now(), options_.realtime ? 1.0 : 0.0, &feed_cancel_);
+      input_ended_ = true;
+    });
+  }
 }
 
 void LiveRun::stop() {
@@ -246,6 +278,8 @@ void LiveRun::stop() {
     if (sources_->microphone) sources_->microphone->stop();
     if (sources_->video) sources_->video->stop();
     if (sources_->media) sources_->media->stop();
+    feed_cancel_ = true;
+    if (sources_->recording_feeder.joinable()) sources_->recording_feeder.join();
     session_->stop();
     done = true;
   });

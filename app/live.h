@@ -17,6 +17,7 @@
 
 namespace conflux {
 class RecordingWriter;  // capture/recording.h
+struct Recording;
 }
 
 namespace conflux::app {
@@ -28,6 +29,8 @@ struct LiveOptions {
   bool use_camera = true;
   std::string camera_pipeline;     // "" = autovideosrc when a camera exists
   std::string media_file;          // play this file as the input instead of devices
+  std::string recording;           // play this recording's inputs as if live (the demo fallback)
+  std::string demo_recording = "assets/demo";  // played when there is no microphone, camera or media
   bool realtime = true;            // media pacing
   std::string record_dir;          // record what the model consumed
   std::string metrics_file;        // every session event as JSON lines
@@ -43,6 +46,8 @@ extern const char* const kLiveOptionsHelp;
 extern const std::vector<std::string> kLiveOptionNames;
 extern const std::vector<std::string> kLiveFlagNames;
 LiveOptions parse_live_options(const Args& args);
+// `relative` (e.g. "assets/demo") from the current folder, else from the checkout the binary was built in.
+std::string resolve_asset(const std::string& relative);
 
 // One live run: the model, the inputs that exist (it says which are missing), the session, and the
 // outputs (recording, metrics). A front end (terminal or window) drains events() and reads
@@ -79,8 +84,10 @@ class LiveRun {
   std::ofstream metrics_;
   std::atomic<bool> input_ended_{false};
   std::atomic<bool> input_failed_{false};
+  std::unique_ptr<Recording> recording_;   // LiveOptions::recording, loaded and checked up front
+  std::atomic<bool> feed_cancel_{false};
   std::deque<SessionEvent> stop_backlog_;  // events taken off the queue while stop() waited
-  bool mic_ = false, camera_ = false, media_ = false;
+  bool mic_ = false, camera_ = false, media_ = false, recorded_ = false;
   TimePoint origin_{};
   mutable std::mutex frame_mu_;
   ImageRGB last_frame_;

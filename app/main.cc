@@ -41,16 +41,25 @@ const Subcommand kSubcommands[] = {
 };
 
 void print_usage(FILE* out) {
-  std::fprintf(out, "usage: conflux <command> [options]   (conflux <command> --help for details)\n\ncommands:\n");
+  std::fprintf(out, "usage: conflux [run options]             the live assistant (same as conflux run)\n"
+                   "       conflux <command> [options]   (conflux <command> --help for details)\n\ncommands:\n");
   for (const auto& s : kSubcommands) std::fprintf(out, "  %-12s %s\n", s.name, s.summary);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    print_usage(stderr);
-    return 2;
+  // `conflux` alone, or `conflux --model DIR ...`, is the live assistant.
+  if (argc < 2 || (argv[1][0] == '-' && argv[1][1] == '-' && std::strcmp(argv[1], "--help") != 0)) {
+    try {
+      return conflux::app::cmd_run(argc, argv);
+    } catch (const conflux::app::CliError& e) {
+      std::fprintf(stderr, "conflux: %s\n", e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "conflux: error: %s\n", e.what());
+      return 1;
+    }
   }
   if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     print_usage(stdout);

@@ -743,15 +743,38 @@ Recording load_recording(const std::string& dir, const RecordingLoadOptions& opt
 
 // ============================================================================================== replay
 
-void feed_recording(Session& session, const Recording& rec, TimePoint new_origin, double speed) {
+namespace {
+struct FeedCancelled {};  // unwinds feed_recording_paced when its cancel flag is raised
+}  // namespace
+
+static void feed_recording_paced(Session& session, const Recording& rec, TimePoint new_origin, double speed,
+                                 const std::atomic<bool>* cancel);
+
+void feed_recording(Session& session, const Recording& rec, TimePoint new_origin, double speed,
+                    const std::atomic<bool>* cancel) {
+  try {
+    feed_recording_paced(session, rec, new_origin, speed, cancel);
+  } catch (const FeedCancelled&) {
+  }
+}
+
+static void feed_recording_paced(Session& session, const Recording& rec, TimePoint new_origin, double speed,
+                                 const std::atomic<bool>* cancel) {
   using Clock = SessionClock;
   const Clock::time_point wall_start = Clock::now();
   std::optional<Clock::duration> first_offset;
+  // Sleeps until the input's time, in slices short enough that a cancel is noticed within ~10 ms.
   const auto pace = [&](Clock::duration offset) {
+    if (cancel && cancel->load()) throw FeedCancelled{};
     if (speed <= 0) return;
     if (!first_offset) first_offset = offset;
     const auto wait = std::chrono::duration<double, std::nano>(offset - *first_offset) / speed;
-    std::this_thread::sleep_until(wall_start + std::chrono::duration_cast<Clock::duration>(wait));
+    const auto until = wall_start + std::chrono::duration_cast<Clock::duration>(wait);
+    constexpr auto kSlice = std::chrono::milliseconds(10);
+    for (auto now = Clock::now(); now < until; now = Clock::now()) {
+      std::this_thread::sleep_for(std::min<Clock::duration>(kSlice, until - now));
+      if (cancel && cancel->load()) throw FeedCancelled{};
+    }
   };
 
   // The audio is one contiguous stream on the audio clock (audio lines are contiguous); the session takes an

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <deque>
 #include <mutex>
+#include <atomic>
 #include <string>
 #include <thread>
 #include <variant>
@@ -226,6 +227,8 @@ Recording load_recording(const std::string& dir, const RecordingLoadOptions& opt
 // frames as it would live); speed 0 pushes as fast as possible, waiting for the session to go idle before
 // each video frame so that its drop-oldest queue never drops one. Returns after the last push; the caller
 // calls wait_idle()/stop().
-void feed_recording(Session& session, const Recording& recording, TimePoint new_origin, double speed);
+// `cancel` (optional): raising it makes the feed return within ~10 ms.
+void feed_recording(Session& session, const Recording& recording, TimePoint new_origin, double speed,
+                    const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace conflux

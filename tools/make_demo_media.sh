@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Makes a short demo clip for the no-device fallback: two spoken questions (espeak-ng, two voices)
-# between silences, muxed with a moving test pattern (GStreamer videotestsrc) into WebM.
+# Makes a short demo clip: two spoken questions (espeak-ng, two voices) between silences, muxed with a
+# moving test pattern (GStreamer videotestsrc) into WebM. assets/demo is this clip recorded by
+#   tools/make_demo_media.sh /tmp/demo.webm
+#   build/app/conflux record assets/demo --model MODEL --media /tmp/demo.webm --speed max --budget 70
 # usage: tools/make_demo_media.sh OUT.webm
 set -euo pipefail
 out=${1:?usage: make_demo_media.sh OUT.webm}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Main job on a fresh Debian 12 machine: installs dependencies, builds, runs the live assistant.
-# With a microphone or camera it listens to them; without either it plays a generated demo clip
-# (spoken questions + a moving test pattern) as if live, and says so. The trained bundled model
+# With a microphone or camera it listens to them; without either it plays the demo recording in
+# assets/demo (two spoken questions and a moving test pattern) as if live, and says so. The trained bundled model
 # arrives with its issue; until then the model is assets/model if present, else the tiny reference
 # model beside the checkout, else a random-weight Gemma-4-architecture model made here (its answers
 # are noise: it shows the pipeline working, not understanding).
@@ -26,12 +26,5 @@ if [ -z "$model" ]; then
   fi
 fi
 
-args=(--model "$model")
-devices=$("$conflux" devices)
-if ! grep -q "^  *[0-9]" <<<"$devices" && ! ls /dev/video* >/dev/null 2>&1; then
-  demo="$BUILD_DIR/demo.webm"
-  [ -f "$demo" ] || tools/make_demo_media.sh "$demo"
-  echo "run: no microphone or camera here: playing the demo clip $demo as live input" >&2
-  args+=(--media "$demo" --budget 70)
-fi
-exec "$conflux" run "${args[@]}" "$@"
+# Without a microphone or camera, conflux plays the demo recording in assets/demo as if live, and says so.
+exec "$conflux" run --model "$model" "$@"
