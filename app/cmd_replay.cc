@@ -11,6 +11,7 @@
 #include "app/live.h"
 #include "capture/recording.h"
 #include "engine/session/bounded_queue.h"
+#include "ui/window.h"
 
 namespace conflux::app {
 
@@ -27,7 +28,10 @@ const char* kUsage =
     "\n"
     "  --speed realtime|max|X   original timing (default), as fast as possible, or X times real time\n"
     "  --model DIR              use another checkpoint than the recorded one (to compare models)\n"
-    "  --headless               terminal output only (the window comes with the desktop app)\n"
+    "  --headless               the terminal, with the token-for-token comparison (the window, when\n"
+    "                           there is a display, shows the replay live instead)\n"
+    "  --overlay                open the window with the latency overlay shown\n"
+    "  --screenshot FILE.png [--frames N]   save the window once the replay is done, then exit\n"
     "  --metrics FILE           every session event as JSON lines\n"
     "  --transcript FILE        one JSON line per answered turn\n"
     "  --threads N              worker threads (default: all cores)\n";
@@ -53,12 +57,12 @@ std::string describe(const Tokenizer& tok, const std::vector<int32_t>& ids, size
 }  // namespace
 
 int cmd_replay(int argc, char** argv) {
-  Args args(argc, argv, {"headless"});
+  Args args(argc, argv, {"headless", "overlay"});
   if (args.help() || args.positional().size() != 1) {
     std::fputs(kUsage, args.help() ? stdout : stderr);
     return args.help() ? 0 : 2;
   }
-  args.reject_unknown({"speed", "model", "headless", "metrics", "transcript", "threads"});
+  args.reject_unknown({"speed", "model", "headless", "overlay", "screenshot", "frames", "metrics", "transcript", "threads"});
   const std::string path = args.positional()[0];
   const double speed = parse_speed(args.get_or("speed", "realtime"));
   if (!fs::exists(path)) throw std::runtime_error(path + ": no such file or folder");
@@ -75,6 +79,29 @@ int cmd_replay(int argc, char** argv) {
     o.runtime.max_context = 8192;
     o.runtime.max_chunk = std::max(512, o.session.image_budget);
     return run_live(o);
+  }
+
+  // In the window (when there is a display): the recording drives the same window as live input.
+  std::string why;
+  if (!args.flag("headless") && ui::display_available(&why)) {
+    const Recording checked = load_recording(path);  // errors before any window opens
+    LiveOptions o;
+    session_settings_from_json(checked.settings_json, o.runtime, o.session);
+    const nlohmann::json settings = nlohmann::json::parse(checked.settings_json);
+    o.model_dir = args.get_or("model", settings.value("model", nlohmann::json::object()).value("dir", ""));
+    o.recording = path;
+    o.use_mic = o.use_camera = false;
+    o.realtime = speed != 0;
+    o.metrics_file = args.get_or("metrics", "");
+    o.transcript_file = args.get_or("transcript", "");
+    o.runtime.n_threads = args.get_int("threads", 0);
+    o.session.recorder = nullptr;
+    ui::WindowOptions w;
+    w.overlay = args.flag("overlay");
+    w.screenshot_path = args.get_or("screenshot", "");
+    w.screenshot_frames = args.get_int("frames", w.screenshot_frames);
+    std::fprintf(stderr, "conflux replay: %s in the window (--headless compares the answers token for token)\n", path.c_str());
+    return ui::run_window(o, w);
   }
 
   // 1. The recording and the settings it was made with.

@@ -286,7 +286,8 @@ int run_window(app::LiveOptions live, const WindowOptions& opt) {
   });
   run.start();
   std::unique_ptr<IdleWatcher> idle_watcher;
-  const bool waits_for_input_end = !opt.screenshot_path.empty() && !run.options().media_file.empty();
+  const bool waits_for_input_end =
+      !opt.screenshot_path.empty() && (!run.options().media_file.empty() || !run.options().recording.empty());
   if (waits_for_input_end) idle_watcher = std::make_unique<IdleWatcher>(run);
   StopSignals signals;
   // Declared after the GL context's guards: its textures are deleted while the context still exists.

@@ -304,6 +304,20 @@ TEST_F(Window, ScreenshotShowsTheStreamedAnswerThePatchGridAndTheOverlay) {
   EXPECT_GT(count_pixels(plain_img, l.conversation, kAnswerTextColor), 30);
 }
 
+// `conflux replay` drives the same window from a recording (the demo recording in assets/).
+TEST_F(Window, ReplayOfARecordingOpensTheWindowAndStreamsItsAnswers) {
+  ASSERT_NO_FATAL_FAILURE(require_xvfb());
+  const std::string shot = (dir_ / "replay.png").string();
+  const Result r = run(under_xvfb(std::string(CONFLUX_BINARY) + " replay " + CONFLUX_SOURCE_DIR + "/assets/demo --model " +
+                                  kTinyA + " --speed max --screenshot " + shot + " --frames 5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("in the window"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("2 turns"), std::string::npos) << r.output;  // both recorded questions answered
+  const ImageRGB img = conflux::load_image(shot);
+  const Layout l = compute_layout(float(img.width), float(img.height));
+  EXPECT_GT(count_pixels(img, l.conversation, kAnswerTextColor), 30) << "no streamed answer text in the conversation panel";
+}
+
 TEST_F(Window, WithoutADisplayItRunsInTheTerminalAndSaysWhy) {
   const std::string no_display = "env -u DISPLAY -u WAYLAND_DISPLAY ";
   const Result r = run(no_display + conflux_run("--speed max --budget 70 --max-tokens 8 --no-status"));
