@@ -343,6 +343,7 @@ int run_live(LiveOptions o) {
   run.start();
   std::fprintf(stderr, "conflux: listening to %s with %s; Ctrl-C to stop\n", run.inputs().c_str(), opt.model_dir.c_str());
   std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);  // a service manager's stop ends the run as cleanly as Ctrl-C
   const bool tty = opt.status_line && ::isatty(STDERR_FILENO);
   TimePoint last_status{};
   TerminalPrinter printer;

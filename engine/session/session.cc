@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
-#include <filesystem>
 #include <optional>
 
 #include "engine/chat_template.h"
@@ -14,7 +13,6 @@
 #include "engine/session/recorder.h"
 #include "engine/sequence.h"
 
-#include <nlohmann/json.hpp>
 
 namespace conflux {
 
@@ -776,147 +774,6 @@ void Session::wait_idle() {
 SessionSnapshot Session::snapshot() const {
   std::lock_guard<std::mutex> lock(impl_->snap_mu);
   return impl_->snap;
-}
-
-}  // namespace conflux
-
-namespace conflux {
-
-std::string event_to_json(const SessionEvent& e, TimePoint origin) {
-  auto ms = [&](TimePoint t) { return t == TimePoint{} ? nlohmann::json(nullptr) : nlohmann::json(ms_between(origin, t)); };
-  static const char* const kNames[] = {"speech_started", "speech_ended", "image_added", "answer_started", "token",
-                                       "answer_done", "frame_dropped", "evicted", "audio_frame_in_kv",
-                                       "video_frame_in_kv", "error"};
-  nlohmann::json j = {{"event", kNames[int(e.kind)]}, {"turn", e.turn}, {"t_ms", ms(e.time)}};
-  switch (e.kind) {
-    case SessionEvent::Kind::Token:
-      j["token"] = e.token;
-      j["text"] = e.text;
-      break;
-    case SessionEvent::Kind::AnswerDone: {
-      static const char* const kTriggers[] = {"end_of_speech", "typed_text", "push_to_talk", "commentary", "request"};
-      j["text"] = e.text;
-      j["trigger"] = kTriggers[int(e.timing.trigger)];
-      j["turn_end_ms"] = ms(e.timing.trigger_time);
-      j["turn_closed_ms"] = ms(e.timing.turn_closed);
-      j["first_token_ms"] = ms(e.timing.first_token);
-      j["last_token_ms"] = ms(e.timing.last_token);
-      j["tokens"] = e.timing.n_tokens;
-      j["interrupted"] = e.timing.interrupted;
-      break;
-    }
-    case SessionEvent::Kind::AudioFrameInKv:
-    case SessionEvent::Kind::VideoFrameInKv:
-      j["captured_ms"] = ms(e.frame.captured);
-      j["arrived_ms"] = ms(e.frame.arrived);
-      j["dequeued_ms"] = ms(e.frame.dequeued);
-      j["preprocessed_ms"] = ms(e.frame.preprocessed);
-      j["embedded_ms"] = ms(e.frame.embedded);
-      j["in_kv_ms"] = ms(e.frame.in_kv);
-      break;
-    case SessionEvent::Kind::ImageAdded:
-    case SessionEvent::Kind::Evicted:
-      j["count"] = e.count;
-      break;
-    case SessionEvent::Kind::Error:
-      j["message"] = e.text;
-      break;
-    default:
-      break;
-  }
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-}  // namespace conflux
-
-namespace conflux {
-
-std::string session_settings_json(const Model& model, const RuntimeConfig& rc, const SessionConfig& c) {
-  namespace fs = std::filesystem;
-  const fs::path dir(model.dir());
-  const auto size_of = [&](const char* name) -> int64_t {
-    std::error_code ec;
-    const auto n = fs::file_size(dir / name, ec);
-    return ec ? -1 : int64_t(n);
-  };
-  nlohmann::json j = {
-      {"model", {{"dir", model.dir()},
-                 {"model_type", model.config().model_type},
-                 {"weight_bytes", model.weight_bytes()},
-                 {"weight_dtype", std::string(dtype_name(model.weight_dtype()))},
-                 {"config_json_bytes", size_of("config.json")},
-                 {"tokenizer_json_bytes", size_of("tokenizer.json")}}},
-      {"runtime", {{"max_context", rc.max_context},
-                   {"max_chunk", rc.max_chunk},
-                   {"image_attention", rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf"}}},
-      {"session", {{"system_prompt", c.system_prompt},
-                   {"image_budget", c.image_budget},
-                   {"video_fps", c.video_fps},
-                   {"vad", {{"enabled", c.vad.enabled}, {"likelihood", c.vad.likelihood}, {"min_speech_ms", c.vad.min_speech_ms},
-                            {"hangover_ms", c.vad.hangover_ms}, {"preroll_ms", c.vad.preroll_ms}}},
-                   {"barge_in", c.barge_in},
-                   {"commentary_interval_s", c.commentary_interval_s},
-                   {"sampling", {{"temperature", c.sampling.temperature}, {"top_k", c.sampling.top_k}, {"top_p", c.sampling.top_p},
-                                 {"seed", c.sampling.seed}, {"suppress_tokens", c.sampling.suppress_tokens},
-                                 {"stop_tokens", c.sampling.stop_tokens}}},
-                   {"max_answer_tokens", c.max_answer_tokens},
-                   {"context_budget", c.context_budget},
-                   {"audio_queue_seconds", c.audio_queue_seconds},
-                   {"video_queue_frames", c.video_queue_frames},
-                   {"video_queue_waits", c.video_queue_waits},
-                   {"encoder_baseline", c.encoder_baseline}}},
-  };
-  return j.dump();
-}
-
-void session_settings_from_json(const std::string& text, RuntimeConfig& rc, SessionConfig& c) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(std::string("settings are not valid JSON: ") + e.what());
-  }
-  auto field = [](const nlohmann::json& obj, const char* path, const char* key, auto& out) {
-    if (!obj.is_object() || !obj.contains(key)) return;
-    try {
-      out = obj[key].get<std::decay_t<decltype(out)>>();
-    } catch (const nlohmann::json::exception&) {
-      throw std::runtime_error(std::string("settings field ") + path + "." + key + " has the wrong type: " + obj[key].dump());
-    }
-  };
-  const nlohmann::json empty = nlohmann::json::object();
-  const nlohmann::json& r = j.value("runtime", empty);
-  field(r, "runtime", "max_context", rc.max_context);
-  field(r, "runtime", "max_chunk", rc.max_chunk);
-  std::string attention = rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf";
-  field(r, "runtime", "image_attention", attention);
-  if (attention != "hf" && attention != "all-layers") throw std::runtime_error("settings field runtime.image_attention is " + attention);
-  rc.image_attention = attention == "all-layers" ? ImageAttention::AllLayers : ImageAttention::SlidingOnly;
-  const nlohmann::json& s = j.value("session", empty);
-  field(s, "session", "system_prompt", c.system_prompt);
-  field(s, "session", "image_budget", c.image_budget);
-  field(s, "session", "video_fps", c.video_fps);
-  const nlohmann::json& v = s.value("vad", empty);
-  field(v, "session.vad", "enabled", c.vad.enabled);
-  field(v, "session.vad", "likelihood", c.vad.likelihood);
-  field(v, "session.vad", "min_speech_ms", c.vad.min_speech_ms);
-  field(v, "session.vad", "hangover_ms", c.vad.hangover_ms);
-  field(v, "session.vad", "preroll_ms", c.vad.preroll_ms);
-  field(s, "session", "barge_in", c.barge_in);
-  field(s, "session", "commentary_interval_s", c.commentary_interval_s);
-  const nlohmann::json& sp = s.value("sampling", empty);
-  field(sp, "session.sampling", "temperature", c.sampling.temperature);
-  field(sp, "session.sampling", "top_k", c.sampling.top_k);
-  field(sp, "session.sampling", "top_p", c.sampling.top_p);
-  field(sp, "session.sampling", "seed", c.sampling.seed);
-  field(sp, "session.sampling", "suppress_tokens", c.sampling.suppress_tokens);
-  field(sp, "session.sampling", "stop_tokens", c.sampling.stop_tokens);
-  field(s, "session", "max_answer_tokens", c.max_answer_tokens);
-  field(s, "session", "context_budget", c.context_budget);
-  field(s, "session", "audio_queue_seconds", c.audio_queue_seconds);
-  field(s, "session", "video_queue_frames", c.video_queue_frames);
-  field(s, "session", "video_queue_waits", c.video_queue_waits);
-  field(s, "session", "encoder_baseline", c.encoder_baseline);
 }
 
 }  // namespace conflux

@@ -105,8 +105,8 @@ struct SessionEvent {
   std::string text;
   TimePoint time{};
   int64_t count = 0;
-  TurnTiming timing;
-  FrameTiming frame;
+  TurnTiming timing{};
+  FrameTiming frame{};
 };
 
 // One JSON object (no newline) for an event, times in milliseconds since `origin`: the metrics stream

@@ -261,7 +261,14 @@ class Window : public ::testing::Test {
   static std::string conflux_run(const std::string& args) {
     return std::string(CONFLUX_BINARY) + " run --model " + kTinyA + " --media " + media() + " " + args;
   }
-  static std::string under_xvfb(const std::string& command) { return "xvfb-run -a -s '" + kScreen + "' " + command; }
+  // xvfb-run -a looks for a free display from a start number (99 by default); two test processes that
+  // start at the same number at the same moment (ctest -j) can both pick it and one fails to open it.
+  // Each process therefore starts its search at its own number.
+  static std::string under_xvfb(const std::string& command) {
+    static int calls = 0;
+    const int start = 100 + int((unsigned(::getpid()) * 16u + unsigned(calls++)) % 20000u);
+    return "xvfb-run -a -n " + std::to_string(start) + " -s '" + kScreen + "' " + command;
+  }
 
   static fs::path dir_;
   static Result setup_;
