@@ -1,6 +1,7 @@
 // `conflux record` and `conflux replay` end to end, through the real binary: a generated audio+video
 // file (espeak-ng speech muxed with videotestsrc by gst-launch-1.0) is recorded, replayed with identical
 // answers, a tampered recording is reported as diverging, and foreign or broken inputs give clear errors.
+#include "tests/support/commands.h"
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,36 +17,15 @@ namespace {
 namespace fs = std::filesystem;
 const std::string kTinyA = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result run(const std::string& command) {
-  Result r;
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Result = conflux::testing_support::CommandResult;
+Result run(const std::string& command) { return conflux::testing_support::run_shell(command); }
 
 class RecordReplay : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = fs::path(::testing::TempDir()) / ("conflux_replay_" + std::to_string(::getpid()));
     fs::create_directories(dir_);
-    const std::string d = dir_.string();
-    // 1 s of silence, a question, 2 s of silence: one spoken turn.
-    const std::string make =
-        "espeak-ng -v en-us -s 150 -w " + d + "/q.wav 'what do you see in front of you' && "
-        "sox -n -r 22050 -c 1 " + d + "/s.wav trim 0 1.0 && sox " + d + "/s.wav " + d + "/q.wav " + d + "/s.wav " + d +
-        "/s.wav " + d + "/speech.wav && gst-launch-1.0 -q webmmux name=m ! filesink location=" + d +
-        "/demo.webm filesrc location=" + d + "/speech.wav ! wavparse ! audioconvert ! audioresample ! vorbisenc ! m. "
-        "videotestsrc pattern=ball num-buffers=100 ! video/x-raw,width=320,height=240,framerate=25/1 ! vp8enc deadline=1 ! m.";
-    setup_ = run(make);
+    setup_ = conflux::testing_support::make_one_question_media(dir_);
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
   void SetUp() override { ASSERT_EQ(setup_.exit_code, 0) << "making the demo media failed (espeak-ng, sox, gst-launch-1.0):\n" << setup_.output; }

@@ -3,8 +3,12 @@
 // a spoken question was answered shows the streamed answer in the conversation panel, the patch grid
 // over the camera view and the overlay's plots (and no plots without --overlay); --headless and a
 // missing display run in the terminal; Ctrl-C or SIGTERM mid-answer shuts down cleanly with exit code 0.
-// A missing xvfb-run fails the window tests with the package to install; they never skip.
+// A missing Xvfb fails the window tests with the package to install; they never skip.
+#include "tests/support/commands.h"
 #include <gtest/gtest.h>
+#include <csignal>
+#include <poll.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,7 +40,7 @@ using namespace conflux::ui;
 using std::chrono::milliseconds;
 
 const std::string kTinyA = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
-const std::string kScreen = "-screen 0 1280x720x24";  // the window's default size fits this screen
+const char* const kScreenGeometry = "1280x720x24";  // the window's default size fits this screen
 
 SessionEvent event(SessionEvent::Kind kind, TimePoint t, int turn = 1) {
   SessionEvent e{};
@@ -193,28 +197,62 @@ TEST(Layout, PanelsTileTheWindowAndTheOverlayLeavesConversationAndCameraVisible)
 
 // ---- End to end through the binary ----
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result run(const std::string& command) {
-  Result r;
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Result = conflux::testing_support::CommandResult;
+Result run(const std::string& command) { return conflux::testing_support::run_shell(command); }
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-bool has_xvfb_run() { return run("command -v xvfb-run").exit_code == 0; }
+bool has_xvfb() { return run("command -v Xvfb").exit_code == 0; }
+
+// One virtual X server for the whole test binary. Xvfb picks a free display itself (-displayfd) and
+// writes its number only once it accepts connections, so there is no race with other servers (other
+// test binaries under ctest -j) and no wait-for-ready guesswork.
+struct VirtualDisplay {
+  pid_t pid = -1;
+  std::string display;  // ":N"
+  std::string error;
+
+  VirtualDisplay() {
+    int fds[2];
+    if (pipe(fds) != 0) {
+      error = "pipe failed";
+      return;
+    }
+    pid = fork();
+    if (pid == 0) {
+      close(fds[0]);  // first: the read end may itself be fd 3
+      if (fds[1] != 3) {
+        dup2(fds[1], 3);
+        close(fds[1]);
+      }
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      const int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      execlp("Xvfb", "Xvfb", "-displayfd", "3", "-screen", "0", kScreenGeometry, "-nolisten", "tcp", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    std::string number;
+    char c;
+    pollfd pfd{fds[0], POLLIN, 0};
+    while (poll(&pfd, 1, 20000) > 0 && read(fds[0], &c, 1) == 1 && c != '\n') number += c;
+    close(fds[0]);
+    if (number.empty()) error = "Xvfb did not report a display within 20 s";
+    else display = ":" + number;
+  }
+  ~VirtualDisplay() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
 
 // Pixels of a theme colour, drawn at full strength or blended at `alpha` over a near-black
 // background. The tolerance covers antialiasing and the video codec's noise, and is well below the
@@ -239,40 +277,33 @@ class Window : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = fs::path(::testing::TempDir()) / ("conflux_window_" + std::to_string(::getpid()));
     fs::create_directories(dir_);
-    const std::string d = dir_.string();
-    // 1 s of silence, a question, 2 s of silence, with a moving ball as the camera: one spoken turn.
-    const std::string make =
-        "espeak-ng -v en-us -s 150 -w " + d + "/q.wav 'what do you see in front of you' && "
-        "sox -n -r 22050 -c 1 " + d + "/s.wav trim 0 1.0 && sox " + d + "/s.wav " + d + "/q.wav " + d + "/s.wav " + d +
-        "/s.wav " + d + "/speech.wav && gst-launch-1.0 -q webmmux name=m ! filesink location=" + d +
-        "/demo.webm filesrc location=" + d + "/speech.wav ! wavparse ! audioconvert ! audioresample ! vorbisenc ! m. "
-        "videotestsrc pattern=ball num-buffers=100 ! video/x-raw,width=320,height=240,framerate=25/1 ! vp8enc deadline=1 ! m.";
-    setup_ = run(make);
+    setup_ = conflux::testing_support::make_one_question_media(dir_);
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static void TearDownTestSuite() {
+    delete xvfb_;
+    xvfb_ = nullptr;
+    fs::remove_all(dir_);
+  }
   void SetUp() override {
     ASSERT_EQ(setup_.exit_code, 0) << "making the demo media failed (espeak-ng, sox, gst-launch-1.0):\n" << setup_.output;
   }
   static void require_xvfb() {
-    ASSERT_TRUE(has_xvfb_run()) << "xvfb-run not found: the window tests need a virtual X display; install Debian's "
-                                   "xvfb and xauth packages (apt-get install xvfb xauth, or tools/setup.sh)";
+    ASSERT_TRUE(has_xvfb()) << "Xvfb not found: the window tests need a virtual X display; install Debian's "
+                               "xvfb package (apt-get install xvfb, or tools/setup.sh)";
+    if (!xvfb_) xvfb_ = new VirtualDisplay();
+    ASSERT_TRUE(xvfb_->error.empty()) << xvfb_->error;
   }
   static std::string media() { return (dir_ / "demo.webm").string(); }
   static std::string conflux_run(const std::string& args) {
     return std::string(CONFLUX_BINARY) + " run --model " + kTinyA + " --media " + media() + " " + args;
   }
-  // xvfb-run -a looks for a free display from a start number (99 by default); two test processes that
-  // start at the same number at the same moment (ctest -j) can both pick it and one fails to open it.
-  // Each process therefore starts its search at its own number.
-  static std::string under_xvfb(const std::string& command) {
-    static int calls = 0;
-    const int start = 100 + int((unsigned(::getpid()) * 16u + unsigned(calls++)) % 20000u);
-    return "xvfb-run -a -n " + std::to_string(start) + " -s '" + kScreen + "' " + command;
-  }
+  static std::string under_xvfb(const std::string& command) { return "DISPLAY=" + xvfb_->display + " " + command; }
 
+  static VirtualDisplay* xvfb_;
   static fs::path dir_;
   static Result setup_;
 };
+VirtualDisplay* Window::xvfb_ = nullptr;
 fs::path Window::dir_;
 Result Window::setup_;
 
@@ -355,6 +386,12 @@ TEST_F(Window, HeadlessFlagRunsInTheTerminalEvenWithADisplay) {
 pid_t spawn_shell(const std::string& command) {
   const pid_t pid = fork();
   if (pid == 0) {
+    // A clean signal state for the child: the signals this test sends must reach conflux, whatever mask
+    // or disposition this (multi-threaded) test process has.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig : {SIGUSR1, SIGINT, SIGTERM, SIGCHLD}) signal(sig, SIG_DFL);
     execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -409,7 +446,7 @@ TEST_F(Window, ShutsDownCleanlyMidAnswerOnCtrlCAndSigterm) {
     }
     const std::string out = read_file(out_file);
     ASSERT_TRUE(WIFEXITED(status)) << out;
-    EXPECT_EQ(WEXITSTATUS(status), 0) << out;  // xvfb-run returns the command's exit code
+    EXPECT_EQ(WEXITSTATUS(status), 0) << out;  // the shell exec'd conflux: this is conflux's exit code
     EXPECT_NE(out.find("conflux: stopped mid-answer"), std::string::npos) << out;
     EXPECT_NE(out.find(", interrupted)"), std::string::npos) << out;  // the answer was cut, not finished
   }
