@@ -257,7 +257,12 @@ void LiveRun::start() {
   }
   if (recorded_) {
     sources_->recording_feeder = std::thread([this] {
-      feed_recording(*session_, *recording_, SessionClock::now(), options_.realtime ? 1.0 : 0.0, &feed_cancel_);
+      feed_recording(*session_, *recording_, SessionClock::now(), options_.realtime ? 1.0 : 0.0, &feed_cancel_,
+                     [this](const ImageRGB& f) {
+                       std::lock_guard<std::mutex> lock(frame_mu_);
+                       last_frame_ = f;
+                       ++frame_count_;
+                     });
       input_ended_ = true;
     });
   }

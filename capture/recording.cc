@@ -748,18 +748,18 @@ struct FeedCancelled {};  // unwinds feed_recording_paced when its cancel flag i
 }  // namespace
 
 static void feed_recording_paced(Session& session, const Recording& rec, TimePoint new_origin, double speed,
-                                 const std::atomic<bool>* cancel);
+                                 const std::atomic<bool>* cancel, const std::function<void(const ImageRGB&)>& on_frame);
 
 void feed_recording(Session& session, const Recording& rec, TimePoint new_origin, double speed,
-                    const std::atomic<bool>* cancel) {
+                    const std::atomic<bool>* cancel, const std::function<void(const ImageRGB&)>& on_frame) {
   try {
-    feed_recording_paced(session, rec, new_origin, speed, cancel);
+    feed_recording_paced(session, rec, new_origin, speed, cancel, on_frame);
   } catch (const FeedCancelled&) {
   }
 }
 
 static void feed_recording_paced(Session& session, const Recording& rec, TimePoint new_origin, double speed,
-                                 const std::atomic<bool>* cancel) {
+                                 const std::atomic<bool>* cancel, const std::function<void(const ImageRGB&)>& on_frame) {
   using Clock = SessionClock;
   const Clock::time_point wall_start = Clock::now();
   std::optional<Clock::duration> first_offset;
@@ -809,7 +809,13 @@ static void feed_recording_paced(Session& session, const Recording& rec, TimePoi
     switch (in.kind) {
       case RecordedInput::Kind::Video:
         if (speed <= 0) session.wait_idle();  // room in the drop-oldest video queue
-        session.push_video(rec.load_frame(in), when);
+        if (on_frame) {
+          ImageRGB frame = rec.load_frame(in);
+          on_frame(frame);
+          session.push_video(std::move(frame), when);
+        } else {
+          session.push_video(rec.load_frame(in), when);
+        }
         break;
       case RecordedInput::Kind::Text: session.push_text(in.text, when); break;
       case RecordedInput::Kind::PushToTalk: session.push_to_talk(in.pressed, when); break;

@@ -13,6 +13,7 @@
 #include <deque>
 #include <mutex>
 #include <atomic>
+#include <functional>
 #include <string>
 #include <thread>
 #include <variant>
@@ -227,8 +228,10 @@ Recording load_recording(const std::string& dir, const RecordingLoadOptions& opt
 // frames as it would live); speed 0 pushes as fast as possible, waiting for the session to go idle before
 // each video frame so that its drop-oldest queue never drops one. Returns after the last push; the caller
 // calls wait_idle()/stop().
-// `cancel` (optional): raising it makes the feed return within ~10 ms.
+// `cancel` (optional): raising it makes the feed return within ~10 ms. `on_frame` (optional) sees each
+// video frame just before it is pushed (a camera view).
 void feed_recording(Session& session, const Recording& recording, TimePoint new_origin, double speed,
-                    const std::atomic<bool>* cancel = nullptr);
+                    const std::atomic<bool>* cancel = nullptr,
+                    const std::function<void(const ImageRGB&)>& on_frame = nullptr);
 
 }  // namespace conflux
