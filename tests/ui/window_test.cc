@@ -234,7 +234,10 @@ struct VirtualDisplay {
       const int devnull = open("/dev/null", O_WRONLY);
       dup2(devnull, 1);
       dup2(devnull, 2);
-      execlp("Xvfb", "Xvfb", "-displayfd", "3", "-screen", "0", kScreenGeometry, "-nolisten", "tcp", static_cast<char*>(nullptr));
+      // -noreset: the default server reset when the last client leaves refuses connections for a moment,
+      // and every test here runs conflux (one client) several times in a row.
+      execlp("Xvfb", "Xvfb", "-displayfd", "3", "-screen", "0", kScreenGeometry, "-nolisten", "tcp", "-noreset",
+             static_cast<char*>(nullptr));
       _exit(127);
     }
     close(fds[1]);
