@@ -52,7 +52,9 @@ int cmd_run(int argc, char** argv) {
   std::string why;
   if (ui::display_available(&why)) {
     try {
-      return ui::run_window(live, window);
+      LiveOptions in_window = live;
+      in_window.record_toggle = true;  // the window's Record checkbox keeps or discards it
+      return ui::run_window(in_window, window);
     } catch (const ui::WindowSetupError& e) {  // nothing was loaded yet: the terminal can still run
       why = e.what();
     }

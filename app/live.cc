@@ -7,6 +7,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -179,7 +180,17 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
 
   // 3. Outputs.
   if (!opt.record_dir.empty()) {
-    recorder_ = std::make_unique<RecordingWriter>(opt.record_dir);
+    recording_dir_ = recording_target_ = opt.record_dir;
+    keep_recording_ = true;
+  } else if (opt.record_toggle) {
+    char stamp[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+    recording_target_ = (fs::path("recordings") / (std::string("conflux-") + stamp)).string();
+    recording_dir_ = (fs::temp_directory_path() / ("conflux-recording-" + std::to_string(::getpid()) + "-" + stamp)).string();
+  }
+  if (!recording_dir_.empty()) {
+    recorder_ = std::make_unique<RecordingWriter>(recording_dir_);
     opt.session.recorder = recorder_.get();
   }
   if (!opt.metrics_file.empty() && !(metrics_.open(opt.metrics_file), metrics_))
@@ -295,6 +306,30 @@ void LiveRun::stop() {
   stopper.join();
   while (auto e = events_->try_pop()) stop_backlog_.push_back(std::move(*e));
   sources_.reset();
+  // The session has stopped, so the recording is complete on disk: keep it where asked, or discard it.
+  if (recorder_ && recording_dir_ != recording_target_) {
+    recorder_.reset();
+    std::error_code ec;
+    if (keep_recording_) {
+      fs::create_directories(fs::path(recording_target_).parent_path(), ec);
+      fs::rename(recording_dir_, recording_target_, ec);
+      if (ec) {  // another file system: copy, then remove the scratch folder
+        fs::copy(recording_dir_, recording_target_, fs::copy_options::recursive, ec);
+        if (ec) std::fprintf(stderr, "conflux: could not keep the recording at %s: %s (it stays in %s)\n",
+                             recording_target_.c_str(), ec.message().c_str(), recording_dir_.c_str());
+        else fs::remove_all(recording_dir_, ec);
+      }
+    } else {
+      fs::remove_all(recording_dir_, ec);
+    }
+  }
+}
+
+void LiveRun::set_recording_kept(bool keep) {
+  if (!recorder_) throw std::logic_error("this run records nothing (no --record and no record toggle)");
+  if (recording_dir_ == recording_target_ && !keep)
+    throw std::logic_error("--record " + recording_target_ + " keeps the recording; it cannot be discarded");
+  keep_recording_ = keep;
 }
 
 std::optional<SessionEvent> LiveRun::next_event() {
@@ -385,7 +420,7 @@ int run_live(LiveOptions o) {
   std::fprintf(stderr, "\nconflux: %d turns, %lld audio frames and %lld images in the model, %llu video frames dropped, audio→KV p50 %.1f ms p95 %.1f ms\n",
                s.turn, (long long)s.audio_frames, (long long)s.video_frames_sampled, (unsigned long long)s.video_frames_dropped,
                s.audio_frame_to_kv_ms.p50, s.audio_frame_to_kv_ms.p95);
-  if (!opt.record_dir.empty()) std::fprintf(stderr, "conflux: recorded to %s\n", opt.record_dir.c_str());
+  if (run.recording_kept()) std::fprintf(stderr, "conflux: recorded to %s\n", run.recording_target().c_str());
   return run.input_failed() ? 1 : 0;
 }
 

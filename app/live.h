@@ -33,6 +33,10 @@ struct LiveOptions {
   std::string demo_recording = "assets/demo";  // played when there is no microphone, camera or media
   bool realtime = true;            // media pacing
   std::string record_dir;          // record what the model consumed
+  // Record from the start into a scratch folder that set_recording_kept() keeps or discards at stop
+  // (the window's record toggle). A recording must start with the session to replay exactly: the
+  // model's context holds everything since then.
+  bool record_toggle = false;
   std::string metrics_file;        // every session event as JSON lines
   std::string transcript_file;     // one JSON line per answered turn
   double duration_s = 0;           // stop after this much wall time (0 = until the input ends or Ctrl-C)
@@ -72,12 +76,22 @@ class LiveRun {
   uint64_t last_frame(ImageRGB* out) const;
   TimePoint origin() const { return origin_; }
 
+  // The record toggle (LiveOptions::record_toggle, or always on with --record DIR).
+  bool recording_available() const { return recorder_ != nullptr; }
+  bool recording_kept() const { return keep_recording_; }
+  void set_recording_kept(bool keep);
+  // Where a kept recording ends up (the --record folder, or recordings/conflux-<date>-<time>).
+  const std::string& recording_target() const { return recording_target_; }
+
  private:
   struct Sources;
   LiveOptions options_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<RecordingWriter> recorder_;
+  std::string recording_dir_;      // where the writer writes (the target, or a scratch folder)
+  std::string recording_target_;
+  std::atomic<bool> keep_recording_{false};
   std::unique_ptr<Session> session_;
   std::unique_ptr<BoundedQueue<SessionEvent>> events_;
   std::unique_ptr<Sources> sources_;

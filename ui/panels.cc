@@ -411,7 +411,18 @@ void draw_info(UiState& ui, const Rect& r) {
   const ImGuiTableFlags table_flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_SizingStretchProp;
   if (ImGui::BeginTabBar("##setup")) {
     if (ImGui::BeginTabItem("Settings")) {
-      ImGui::TextDisabled("Read-only in this version: set them with `conflux run` options.");
+      // The record toggle: the session is recorded from its start (so a recording replays exactly);
+      // the checkbox decides whether that recording is kept when the run ends.
+      if (ui.run.recording_available()) {
+        bool keep = ui.run.recording_kept();
+        const bool fixed = !ui.run.options().record_dir.empty();  // --record DIR always keeps it
+        if (fixed) ImGui::BeginDisabled();
+        if (ImGui::Checkbox("Record this session", &keep)) ui.run.set_recording_kept(keep);
+        if (fixed) ImGui::EndDisabled();
+        ImGui::SameLine();
+        ImGui::TextDisabled("-> %s", ui.run.recording_target().c_str());
+      }
+      ImGui::TextDisabled("The other settings are read-only in this version: set them with `conflux run` options.");
       if (ImGui::BeginTable("##settings", 2, table_flags)) {
         setting_row("inputs", ui.run.inputs());
         setting_row("microphone", !o.use_mic ? "off" : o.mic_device.empty() ? "default input" : o.mic_device);
@@ -425,7 +436,7 @@ void draw_info(UiState& ui, const Rect& r) {
         setting_row("barge-in", s.barge_in ? "on (speech stops an answer)" : "off");
         setting_row("commentary", s.commentary_interval_s > 0 ? format("every %.1f s", s.commentary_interval_s) : "off");
         setting_row("encoder baseline", s.encoder_baseline ? "on (E4B-sized stand-in encoders timed)" : "off");
-        setting_row("record", o.record_dir.empty() ? "off" : "on: " + o.record_dir);
+        setting_row("record", ui.run.recording_kept() ? "kept: " + ui.run.recording_target() : "not kept");
         setting_row("answer length", std::to_string(s.max_answer_tokens) + " tokens at most");
         setting_row("sampling", s.sampling.temperature > 0 ? format("temperature %.2f", s.sampling.temperature) : "greedy");
         setting_row("threads", o.runtime.n_threads > 0 ? std::to_string(o.runtime.n_threads) : "all cores");
