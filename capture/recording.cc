@@ -167,6 +167,11 @@ void RecordingWriter::on_text(const std::string& text, TimePoint when) {
   }
 }
 
+void RecordingWriter::on_settings(const std::string& settings_json, TimePoint when) {
+  // Always queued (like start and stop): a lost settings line would make the replay diverge silently.
+  enqueue(SettingsItem{settings_json, when}, sizeof(Queued) + settings_json.size(), true);
+}
+
 void RecordingWriter::on_push_to_talk(bool pressed, TimePoint when) {
   if (!enqueue(PushToTalkItem{pressed, when}, sizeof(Queued), false)) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -317,6 +322,10 @@ void RecordingWriter::handle(Item& item) {
     note_input_time(text->time);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.texts;
+  } else if (auto* update = std::get_if<SettingsItem>(&item)) {
+    close_audio_run();
+    pending_lines_ += "{\"kind\":\"settings\",\"settings\":" + update->json + ",\"t_ms\":" + ms_json(update->time) + "}\n";
+    note_input_time(update->time);
   } else if (auto* ptt = std::get_if<PushToTalkItem>(&item)) {
     close_audio_run();
     pending_lines_ += "{\"kind\":\"ptt\",\"pressed\":" + std::string(ptt->pressed ? "true" : "false") +
@@ -600,7 +609,8 @@ Recording load_recording(const std::string& dir, const RecordingLoadOptions& opt
     const LineReader r{timeline_file, line_no, j};
     if (!j.is_object()) r.fail("not a JSON object");
     const std::string kind = r.string("kind");
-    const bool is_input = kind == "audio" || kind == "audio_lost" || kind == "video" || kind == "text" || kind == "ptt";
+    const bool is_input =
+        kind == "audio" || kind == "audio_lost" || kind == "video" || kind == "text" || kind == "ptt" || kind == "settings";
     // A missing PNG is a torn tail only if no input was recorded after it.
     if (is_input && first_bad_frame && kind != "video")
       r.fail(first_bad_frame->second + " (line " + std::to_string(first_bad_frame->first) +
@@ -658,18 +668,28 @@ Recording load_recording(const std::string& dir, const RecordingLoadOptions& opt
         r.fail(first_bad_frame->second + " (line " + std::to_string(first_bad_frame->first) +
                "), yet inputs were recorded after it, so it is not a torn tail");
       rec.inputs.push_back(std::move(in));
-    } else if (kind == "text" || kind == "ptt") {
+    } else if (kind == "text" || kind == "ptt" || kind == "settings") {
       RecordedInput in;
       in.line = line_no;
       in.offset = r.time();
       if (kind == "text") {
         in.kind = RecordedInput::Kind::Text;
         in.text = r.string("text");
+      } else if (kind == "settings") {
+        in.kind = RecordedInput::Kind::Settings;
+        const json& update = r.field("settings");
+        if (!update.is_object()) r.fail("field \"settings\" is not an object: " + dump(update));
+        in.settings_json = update.dump();
+        try {
+          live_settings_from_json(in.settings_json);
+        } catch (const std::exception& e) {
+          r.fail(std::string("settings: ") + e.what());
+        }
       } else {
         in.kind = RecordedInput::Kind::PushToTalk;
         in.pressed = r.boolean("pressed");
       }
-      // Typed text and push-to-talk share the session's control queue, consumed in order.
+      // Typed text, push-to-talk and settings share the session's control queue, consumed in order.
       if (last_control && in.offset < *last_control)
         r.fail(kind + " time goes backwards (t_ms = " + std::to_string(to_ms(in.offset)) + ")");
       last_control = in.offset;
@@ -786,18 +806,31 @@ static void feed_recording_paced(Session& session, const Recording& rec, TimePoi
     return end;
   }();
   int64_t next_sample = 0;
+  // The session takes another stream's item at time T after every audio frame that ENDS by T and
+  // before the frame that contains T, once its audio has reached T. So before such an item the feeder
+  // pushes exactly the samples before T (a partial frame included): the session then neither waits for
+  // more audio nor sees a frame it would have taken after the item.
+  const auto first_sample_at_or_after = [&](Clock::duration t) {
+    int64_t s = int64_t(std::ceil(std::chrono::duration<double>(t - rec.audio_time(0)).count() * kRecordingSampleRate));
+    s = std::clamp<int64_t>(s, 0, audio_samples);
+    while (s < audio_samples && rec.audio_time(s) < t) ++s;
+    while (s > 0 && rec.audio_time(s - 1) >= t) --s;
+    return s;
+  };
   const auto push_audio_through = [&](std::optional<Clock::duration> limit) {
-    int64_t end = next_sample;
-    while (end < audio_samples && (!limit || rec.audio_time(end) <= *limit)) end += kRecordingFrameSamples;
+    const int64_t end = limit ? std::max(next_sample, first_sample_at_or_after(*limit)) : audio_samples;
     if (end == next_sample) return;
     if (speed <= 0) {
       session.push_audio(rec.audio.data() + next_sample, size_t(end - next_sample), new_origin + rec.audio_time(next_sample));
       next_sample = end;
       return;
     }
-    for (; next_sample < end; next_sample += kRecordingFrameSamples) {
+    while (next_sample < end) {  // paced: frame by frame (the last piece may be partial)
+      const int64_t frame_end = (next_sample / kRecordingFrameSamples + 1) * kRecordingFrameSamples;
+      const int64_t piece_end = std::min(end, frame_end);
       pace(rec.audio_time(next_sample));
-      session.push_audio(rec.audio.data() + next_sample, kRecordingFrameSamples, new_origin + rec.audio_time(next_sample));
+      session.push_audio(rec.audio.data() + next_sample, size_t(piece_end - next_sample), new_origin + rec.audio_time(next_sample));
+      next_sample = piece_end;
     }
   };
 
@@ -818,6 +851,7 @@ static void feed_recording_paced(Session& session, const Recording& rec, TimePoi
         }
         break;
       case RecordedInput::Kind::Text: session.push_text(in.text, when); break;
+      case RecordedInput::Kind::Settings: session.update_settings(live_settings_from_json(in.settings_json), when); break;
       case RecordedInput::Kind::PushToTalk: session.push_to_talk(in.pressed, when); break;
       case RecordedInput::Kind::Audio: break;
     }

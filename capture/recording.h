@@ -70,6 +70,7 @@ class RecordingWriter final : public SessionRecorder {
   void on_video_frame(const ImageRGB& frame, TimePoint captured) override;
   void on_text(const std::string& text, TimePoint when) override;
   void on_push_to_talk(bool pressed, TimePoint when) override;
+  void on_settings(const std::string& settings_json, TimePoint when) override;
   void on_event(const SessionEvent& event) override;
   // Blocks until every queued item is encoded, written and flushed.
   void on_stop() override;
@@ -88,9 +89,10 @@ class RecordingWriter final : public SessionRecorder {
   struct VideoItem { ImageRGB frame; TimePoint time; };
   struct TextItem { std::string text; TimePoint time; };
   struct PushToTalkItem { bool pressed; TimePoint time; };
+  struct SettingsItem { std::string json; TimePoint time; };
   struct EventItem { SessionEvent event; };
   struct StopItem { LostAudio lost_before; };
-  using Item = std::variant<StartItem, AudioItem, VideoItem, TextItem, PushToTalkItem, EventItem, StopItem>;
+  using Item = std::variant<StartItem, AudioItem, VideoItem, TextItem, PushToTalkItem, SettingsItem, EventItem, StopItem>;
   struct Queued { Item item; size_t bytes; };
 
   // Session side.
@@ -148,7 +150,7 @@ class RecordingWriter final : public SessionRecorder {
 // ------------------------------------------------------------------------------------------- reading
 
 struct RecordedInput {
-  enum class Kind { Audio, Video, Text, PushToTalk } kind = Kind::Audio;
+  enum class Kind { Audio, Video, Text, PushToTalk, Settings } kind = Kind::Audio;
   SessionClock::duration offset{};  // input time relative to the recording's origin (nanosecond-exact)
   int line = 0;                     // 1-based line in timeline.jsonl; 0 for audio recovered past the timeline
   // Audio: samples [first_sample, first_sample + n_samples) of Recording::audio, whole contiguous frames on
@@ -159,6 +161,7 @@ struct RecordedInput {
   int width = 0, height = 0;        // Video
   std::string text;                 // Text
   bool pressed = false;             // PushToTalk
+  std::string settings_json;        // Settings: live_settings_to_json of the update
 };
 
 // One answer as the timeline's events give it: answer_started, its tokens, answer_done.

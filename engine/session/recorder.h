@@ -23,6 +23,9 @@ class SessionRecorder {
   virtual void on_video_frame(const ImageRGB& frame, TimePoint captured) = 0;
   virtual void on_text(const std::string& text, TimePoint when) = 0;
   virtual void on_push_to_talk(bool pressed, TimePoint when) = 0;
+  // A live settings update (live_settings_to_json), in input order. A recorder that writes recordings
+  // must keep it, or a replay would not change the settings at the same point.
+  virtual void on_settings(const std::string& settings_json, TimePoint when) = 0;
   // The timeline: turn boundaries, tokens and text, answers with their timings, drops.
   virtual void on_event(const SessionEvent& event) = 0;
   // Once, after the last input: everything buffered must reach the disk.

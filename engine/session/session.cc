@@ -41,9 +41,10 @@ struct VideoItem {
 };
 
 struct ControlItem {
-  enum class Kind { Text, PushToTalkDown, PushToTalkUp } kind;
+  enum class Kind { Text, PushToTalkDown, PushToTalkUp, Settings } kind;
   std::string text;
   TimePoint when;
+  LiveSettings settings{};  // Kind::Settings
 };
 
 // One 640-sample frame with the VAD's verdict, classified once, consumed possibly later (frames that
@@ -77,6 +78,7 @@ struct Session::Impl {
         logits(size_t(m.config().text.vocab_size)) {
     budget = cfg.context_budget > 0 ? std::min(cfg.context_budget, rc.max_context) : rc.max_context;
     budget = std::min<int64_t>(budget, m.config().text.max_position_embeddings);
+    snap.settings = live_settings_of(c);
     if (c.encoder_baseline) {
       EncoderBaselineConfig ec = encoder_baseline_e4b_config(m.config().text.hidden_size, /*seed=*/4);
       ec.max_image_tokens = std::max(c.image_budget, 70);
@@ -533,12 +535,63 @@ struct Session::Impl {
     else held_frame = std::move(v);
   }
 
+  // Checks and applies a live settings update; refused updates leave everything as it was.
+  void apply_settings(const LiveSettings& next, TimePoint when) {
+    static constexpr int kBudgets[] = {70, 140, 280, 560, 1120};
+    std::string problem;
+    if (std::find(std::begin(kBudgets), std::end(kBudgets), next.image_budget) == std::end(kBudgets))
+      problem = "image budget " + std::to_string(next.image_budget) + " is not one of 70, 140, 280, 560, 1120";
+    else if (next.image_budget > rc.max_chunk)
+      problem = "image budget " + std::to_string(next.image_budget) + " exceeds this session's max_chunk " + std::to_string(rc.max_chunk);
+    else if (!(next.video_fps > 0)) problem = "video fps must be positive";
+    else if (next.max_answer_tokens < 1) problem = "max answer tokens must be at least 1";
+    else if (next.commentary_interval_s < 0) problem = "commentary interval must not be negative";
+    std::optional<VoiceActivityDetector> new_vad;
+    if (problem.empty()) {
+      const VadConfig& a = cfg.vad;
+      const VadConfig& b = next.vad;
+      const bool vad_changed = a.enabled != b.enabled || a.likelihood != b.likelihood || a.min_speech_ms != b.min_speech_ms ||
+                               a.hangover_ms != b.hangover_ms || a.preroll_ms != b.preroll_ms;
+      try {
+        if (vad_changed) new_vad.emplace(b);
+      } catch (const std::exception& e) {
+        problem = std::string("VAD settings: ") + e.what();
+      }
+    }
+    if (!problem.empty()) {
+      emit({SessionEvent::Kind::Error, turn, -1, "settings refused: " + problem, when, 0, {}});
+      return;
+    }
+    if (cfg.recorder) cfg.recorder->on_settings(live_settings_to_json(next), when);
+    apply_live_settings(next, cfg);
+    if (new_vad) {
+      vad = std::move(*new_vad);
+      preroll_ring.assign(size_t(vad.max_preroll_frames() + 1), AudioFrame{});
+      preroll_head = preroll_count = 0;
+      // Frames already cut from the queue but not yet consumed were classified by the old detector at
+      // whatever moment they arrived; classify them again with the new one, so that the decision for
+      // every frame after the update depends on the inputs only (as in a replay).
+      for (AudioFrame& f : ready_frames) {
+        f.event = vad.push_frame(f.samples.data());
+        f.in_speech = vad.in_speech();
+        f.preroll = f.event == VadEvent::SpeechStarted ? vad.preroll_frames() : 0;
+      }
+    }
+    std::lock_guard<std::mutex> lock(snap_mu);
+    snap.settings = next;
+  }
+
   void consume_control(ControlItem& c) {
+    if (c.kind == ControlItem::Kind::Settings) {
+      apply_settings(c.settings, c.when);
+      return;
+    }
     if (cfg.recorder) {
       if (c.kind == ControlItem::Kind::Text) cfg.recorder->on_text(c.text, c.when);
       else cfg.recorder->on_push_to_talk(c.kind == ControlItem::Kind::PushToTalkDown, c.when);
     }
     switch (c.kind) {
+      case ControlItem::Kind::Settings: break;  // handled above
       case ControlItem::Kind::Text: end_turn(TurnTrigger::TypedText, SessionClock::now(), c.text); break;
       case ControlItem::Kind::PushToTalkDown: ptt_down = true; break;
       case ControlItem::Kind::PushToTalkUp:
@@ -591,7 +644,10 @@ struct Session::Impl {
       std::optional<TimePoint> other_t;
       if (video_head) other_t = video_head->captured;
       if (control_head && (!other_t || control_head->when < *other_t)) other_t = control_head->when;
-      if (audio_t && (!other_t || *audio_t <= *other_t)) {
+      // An audio frame goes before another stream's item when it ENDS by the item's time: a frame that
+      // contains the item's time is taken after it. (Comparing frame starts would make the order
+      // depend on whether the frame happened to be complete when the item arrived.)
+      if (audio_t && (!other_t || *audio_t + kFrameDuration <= *other_t)) {
         AudioFrame f = std::move(ready_frames.front());
         ready_frames.pop_front();
         consume_frame(f);
@@ -762,6 +818,12 @@ void Session::push_to_talk(bool pressed, TimePoint when) {
 }
 
 void Session::cancel_answer() { impl_->cancel = true; }
+
+void Session::update_settings(const LiveSettings& settings, TimePoint when) {
+  ControlItem item{ControlItem::Kind::Settings, "", when};
+  item.settings = settings;
+  if (impl_->control_queue.push(std::move(item))) impl_->notify_pushed();
+}
 
 void Session::wait_idle() {
   std::unique_lock<std::mutex> lock(impl_->wake_mu);

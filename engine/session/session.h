@@ -41,6 +41,18 @@ using TimePoint = SessionClock::time_point;
 
 class SessionRecorder;  // engine/session/recorder.h
 
+// The settings that may change while a session runs (the window's Settings panel; a network client's
+// session.update). They are applied on the session thread in input-time order, like any other input,
+// and recorded, so a replay changes them at the same point.
+struct LiveSettings {
+  int image_budget = 280;
+  double video_fps = 1.0;
+  VadConfig vad;
+  bool barge_in = true;
+  double commentary_interval_s = 0;
+  int max_answer_tokens = 256;
+};
+
 struct SessionConfig {
   std::string system_prompt;
   int image_budget = 280;              // soft tokens per video frame (70, 140, 280, 560, 1120)
@@ -120,6 +132,12 @@ std::string session_settings_json(const Model& model, const RuntimeConfig& runti
 // naming the field that is malformed.
 void session_settings_from_json(const std::string& json, RuntimeConfig& runtime, SessionConfig& config);
 
+// The live part of a SessionConfig, and back; and as JSON (recordings store each update).
+LiveSettings live_settings_of(const SessionConfig& config);
+void apply_live_settings(const LiveSettings& settings, SessionConfig& config);
+std::string live_settings_to_json(const LiveSettings& settings);
+LiveSettings live_settings_from_json(const std::string& json);  // throws naming a malformed field
+
 // What the UI and status line read: a small copy, published by the session thread.
 struct SessionSnapshot {
   bool answering = false;
@@ -140,6 +158,7 @@ struct SessionSnapshot {
   double realtime_factor = 0;      // input seconds processed per wall second
   Percentiles audio_frame_to_kv_ms, video_frame_to_kv_ms, turn_end_to_first_token_ms, decode_token_ms;
   std::string answer;              // the answer being generated (or the last one)
+  LiveSettings settings;           // as currently applied
 };
 
 // One decoder row the session appended (kept when SessionConfig::record_rows).
@@ -173,6 +192,10 @@ class Session {
   void push_text(std::string text, TimePoint when);
   void push_to_talk(bool pressed, TimePoint when);
   void cancel_answer();
+  // Applies new live settings from input time `when` on. Invalid values (a budget that is not one of
+  // 70/140/280/560/1120 or exceeds the runtime's max_chunk, fps <= 0, a VAD setting out of range,
+  // max_answer_tokens < 1) are refused with an Error event and the old settings stay.
+  void update_settings(const LiveSettings& settings, TimePoint when);
 
   // Blocks until every input pushed so far has been processed and no answer is running.
   void wait_idle();

@@ -151,3 +151,52 @@ void session_settings_from_json(const std::string& text, RuntimeConfig& rc, Sess
 }
 
 }  // namespace conflux
+
+namespace conflux {
+
+LiveSettings live_settings_of(const SessionConfig& c) {
+  LiveSettings s;
+  s.image_budget = c.image_budget;
+  s.video_fps = c.video_fps;
+  s.vad = c.vad;
+  s.barge_in = c.barge_in;
+  s.commentary_interval_s = c.commentary_interval_s;
+  s.max_answer_tokens = c.max_answer_tokens;
+  return s;
+}
+
+void apply_live_settings(const LiveSettings& s, SessionConfig& c) {
+  c.image_budget = s.image_budget;
+  c.video_fps = s.video_fps;
+  c.vad = s.vad;
+  c.barge_in = s.barge_in;
+  c.commentary_interval_s = s.commentary_interval_s;
+  c.max_answer_tokens = s.max_answer_tokens;
+}
+
+std::string live_settings_to_json(const LiveSettings& s) {
+  return nlohmann::json{{"image_budget", s.image_budget},
+                        {"video_fps", s.video_fps},
+                        {"vad", {{"enabled", s.vad.enabled}, {"likelihood", s.vad.likelihood}, {"min_speech_ms", s.vad.min_speech_ms},
+                                 {"hangover_ms", s.vad.hangover_ms}, {"preroll_ms", s.vad.preroll_ms}}},
+                        {"barge_in", s.barge_in},
+                        {"commentary_interval_s", s.commentary_interval_s},
+                        {"max_answer_tokens", s.max_answer_tokens}}
+      .dump();
+}
+
+LiveSettings live_settings_from_json(const std::string& text) {
+  // The same fields as the "session" object of session_settings_json, read by the same code.
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(std::string("live settings are not valid JSON: ") + e.what());
+  }
+  RuntimeConfig unused;
+  SessionConfig c;
+  session_settings_from_json(nlohmann::json{{"session", j}}.dump(), unused, c);
+  return live_settings_of(c);
+}
+
+}  // namespace conflux

@@ -81,6 +81,7 @@ class CollectingRecorder : public SessionRecorder {
   void on_video_frame(const ImageRGB& frame, TimePoint) override { video.push_back(frame); }
   void on_text(const std::string&, TimePoint) override {}
   void on_push_to_talk(bool, TimePoint) override {}
+  void on_settings(const std::string&, TimePoint) override {}
   void on_event(const SessionEvent& e) override {
     if (e.kind == SessionEvent::Kind::Error) errors.push_back(e.text);
   }

@@ -99,6 +99,7 @@ class CountingRecorder final : public SessionRecorder {
   void on_video_frame(const ImageRGB& f, TimePoint t) override { inner_.on_video_frame(f, t); }
   void on_text(const std::string& text, TimePoint t) override { inner_.on_text(text, t); }
   void on_push_to_talk(bool pressed, TimePoint t) override { inner_.on_push_to_talk(pressed, t); }
+  void on_settings(const std::string& json, TimePoint t) override { inner_.on_settings(json, t); }
   void on_event(const SessionEvent& e) override { inner_.on_event(e); }
   void on_stop() override { inner_.on_stop(); }
 
@@ -186,8 +187,19 @@ class RecordingTest : public ::testing::Test {
     s.start();
     const TimePoint t0 = SessionClock::now();
     double next_video = 0;
+    // Halfway through, a live settings update (video 1 -> 2 fps, a longer VAD hangover): recorded, and
+    // replayed at the same input time.
+    const double update_s = double(tl.samples.size()) / kRate / 2;
+    bool updated = false;
     for (size_t off = 0; off < tl.samples.size(); off += kChunk) {
       const double t = double(off) / kRate;
+      if (!updated && t >= update_s) {
+        LiveSettings next = live_settings_of(config());
+        next.video_fps = 2.0;
+        next.vad.hangover_ms = 800;
+        s.update_settings(next, at(t0, t));
+        updated = true;
+      }
       while (next_video <= t) {
         r.frames.push_back(test_image(int(r.frames.size())));
         r.frame_times_s.push_back(next_video);
@@ -245,7 +257,7 @@ TEST_F(RecordingTest, RecordsExactlyWhatTheSessionConsumed) {
   ASSERT_EQ(rec.audio.size(), r.audio.size());
   EXPECT_EQ(std::memcmp(rec.audio.data(), r.audio.data(), r.audio.size() * sizeof(float)), 0);
   int64_t listed = 0;
-  std::vector<const RecordedInput*> video, control;
+  std::vector<const RecordedInput*> video, control, settings;
   for (const auto& in : rec.inputs) {
     if (in.kind == RecordedInput::Kind::Audio) {
       EXPECT_FALSE(in.lost);
@@ -253,11 +265,15 @@ TEST_F(RecordingTest, RecordsExactlyWhatTheSessionConsumed) {
       listed += in.n_samples;
     } else if (in.kind == RecordedInput::Kind::Video) {
       video.push_back(&in);
+    } else if (in.kind == RecordedInput::Kind::Settings) {
+      settings.push_back(&in);
     } else {
       control.push_back(&in);
     }
   }
   EXPECT_EQ(listed, int64_t(r.audio.size()));
+  ASSERT_EQ(settings.size(), 1u);  // the halfway update
+  EXPECT_EQ(live_settings_from_json(settings[0]->settings_json).video_fps, 2.0);
 
   // Times relative to the audio clock's start (the first pushed audio, at t0) are the pushed times.
   const auto since_t0 = [&](const RecordedInput& in) { return in.offset - rec.audio_clock_start; };
@@ -316,6 +332,10 @@ TEST_F(RecordingTest, ReplayReproducesTheAnswersTokenForToken) {
   session_settings_from_json(rec.settings_json, rc, cfg);
   EXPECT_EQ(cfg.max_answer_tokens, 4);
   EXPECT_FALSE(cfg.barge_in);
+  const auto update = std::find_if(rec.inputs.begin(), rec.inputs.end(),
+                                   [](const RecordedInput& in) { return in.kind == RecordedInput::Kind::Settings; });
+  ASSERT_NE(update, rec.inputs.end()) << "the live settings update was not recorded";
+  EXPECT_EQ(live_settings_from_json(update->settings_json).vad.hangover_ms, 800);
   RecordingWriter writer(replay_dir.string());
   cfg.recorder = &writer;
   cfg.record_rows = true;

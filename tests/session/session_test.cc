@@ -107,7 +107,7 @@ TEST_F(SessionTest, StreamingGivesTheSameTokensAsOfflineEngine) {
   const Timeline tl = build_timeline({a_, b_}, {1.0, 1.5, 1.5});
   SessionConfig cfg = config();
   cfg.record_rows = true;
-  cfg.system_prompt = "You are a live assistant.";
+  cfg.system_prompt = "Answer briefly.";
   Session s(*model_, *tok_, runtime(), cfg);
   std::vector<std::string> answers_text;
   s.subscribe([&](const SessionEvent& e) {
@@ -373,6 +373,60 @@ TEST_F(SessionTest, CommentaryTimerAnswersPeriodically) {
   s.stop();
   // Input time 2, 4 and 6 s: three answers.
   EXPECT_EQ(s.answers().size(), 3u);
+}
+
+}  // namespace
+}  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// Live settings change at their input time: images after the update use the new budget; an invalid
+// update is refused with an error and changes nothing.
+TEST_F(SessionTest, LiveSettingsApplyFromTheirInputTime) {
+  SessionConfig cfg = config();
+  RuntimeConfig rc = runtime();
+  rc.max_chunk = 256;  // room for a 140-token image
+  Session s(*model_, *tok_, rc, cfg);
+  std::vector<int64_t> image_tokens;
+  std::vector<std::string> errors;
+  s.subscribe([&](const SessionEvent& e) {
+    if (e.kind == SessionEvent::Kind::ImageAdded) image_tokens.push_back(e.count);
+    if (e.kind == SessionEvent::Kind::Error) errors.push_back(e.text);
+  });
+  s.start();
+  const TimePoint t0 = SessionClock::now();
+  // Two turns of speech with 1 fps video; the budget goes from 70 to 140 between them.
+  const Timeline first = build_timeline({a_}, {0.5, 1.5});
+  play(s, first.samples, t0, 1.0);
+  s.wait_idle();
+  const double second_start = double(first.samples.size()) / kRate;
+  LiveSettings bad = s.snapshot().settings;
+  bad.image_budget = 100;
+  s.update_settings(bad, at(t0, second_start));
+  LiveSettings good = s.snapshot().settings;
+  good.image_budget = 140;
+  s.update_settings(good, at(t0, second_start));
+  const Timeline second = build_timeline({b_}, {0.5, 1.5});
+  double next_video = second_start;
+  for (size_t off = 0; off < second.samples.size(); off += kChunk) {
+    const double t = second_start + double(off) / kRate;
+    while (next_video <= t) {
+      s.push_video(test_image(7), at(t0, next_video));
+      next_video += 1.0;
+    }
+    s.push_audio(second.samples.data() + off, std::min(kChunk, second.samples.size() - off), at(t0, t));
+  }
+  s.wait_idle();
+  s.stop();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("image budget 100"), std::string::npos) << errors[0];
+  EXPECT_EQ(s.snapshot().settings.image_budget, 140);
+  // 480x336 at 70 tokens stays 10 x 7; at 140 it becomes 14 x 9 = 126 (plan_resize).
+  ASSERT_GE(image_tokens.size(), 2u);
+  EXPECT_EQ(image_tokens.front(), 70);
+  EXPECT_EQ(image_tokens.back(), plan_resize(480, 336, 140).n_tokens());
+  EXPECT_EQ(s.answers().size(), 2u);
 }
 
 }  // namespace
