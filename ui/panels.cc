@@ -422,22 +422,46 @@ void draw_info(UiState& ui, const Rect& r) {
         ImGui::SameLine();
         ImGui::TextDisabled("-> %s", ui.run.recording_target().c_str());
       }
-      ImGui::TextDisabled("The other settings are read-only in this version: set them with `conflux run` options.");
+      // Live settings: applied by the session from the current input time on (and recorded).
+      if (!ui.settings_edit) ui.settings_edit = ui.snapshot.settings;
+      LiveSettings& edit = *ui.settings_edit;
+      bool changed = false;
+      static constexpr int kBudgets[] = {70, 140, 280, 560, 1120};
+      const int max_chunk = o.runtime.max_chunk;  // an image is one chunk: larger budgets need a restart
+      if (ImGui::BeginCombo("patch budget", (std::to_string(edit.image_budget) + " soft tokens per frame").c_str())) {
+        for (int b : kBudgets) {
+          if (b > max_chunk) continue;
+          if (ImGui::Selectable(std::to_string(b).c_str(), b == edit.image_budget)) {
+            edit.image_budget = b;
+            changed = true;
+          }
+        }
+        ImGui::EndCombo();
+      }
+      float fps = float(edit.video_fps);
+      if (ImGui::SliderFloat("video fps", &fps, 0.2f, 5.0f, "%.1f frames/s into the model")) {
+        edit.video_fps = fps;
+        changed = true;
+      }
+      changed |= ImGui::Checkbox("voice activity detection", &edit.vad.enabled);
+      changed |= ImGui::SliderInt("VAD sensitivity", &edit.vad.likelihood, 0, 3, "%d (0 = least speech, 3 = most)");
+      changed |= ImGui::SliderInt("VAD hangover", &edit.vad.hangover_ms, 200, 2000, "%d ms");
+      changed |= ImGui::Checkbox("barge-in (speech stops an answer)", &edit.barge_in);
+      float commentary = float(edit.commentary_interval_s);
+      if (ImGui::SliderFloat("commentary", &commentary, 0.0f, 60.0f, commentary > 0 ? "every %.0f s" : "off")) {
+        edit.commentary_interval_s = commentary;
+        changed = true;
+      }
+      changed |= ImGui::SliderInt("answer length", &edit.max_answer_tokens, 8, 1024, "%d tokens at most");
+      if (changed) ui.run.session().update_settings(edit, SessionClock::now());
+      ImGui::TextDisabled("Devices, encoder baseline, sampling and threads are set with `conflux run` options.");
       if (ImGui::BeginTable("##settings", 2, table_flags)) {
         setting_row("inputs", ui.run.inputs());
         setting_row("microphone", !o.use_mic ? "off" : o.mic_device.empty() ? "default input" : o.mic_device);
         setting_row("camera", !o.use_camera ? "off" : o.camera_pipeline.empty() ? "none found" : o.camera_pipeline);
         if (!o.media_file.empty()) setting_row("media file", o.media_file + (o.realtime ? " (real time)" : " (as fast as possible)"));
-        setting_row("patch budget", std::to_string(s.image_budget) + " soft tokens per frame");
-        setting_row("video fps", format("%.2g frames/s into the model", s.video_fps));
-        setting_row("VAD", s.vad.enabled ? "likelihood " + std::to_string(s.vad.likelihood) + ", hangover " +
-                                               std::to_string(s.vad.hangover_ms) + " ms"
-                                         : "off");
-        setting_row("barge-in", s.barge_in ? "on (speech stops an answer)" : "off");
-        setting_row("commentary", s.commentary_interval_s > 0 ? format("every %.1f s", s.commentary_interval_s) : "off");
         setting_row("encoder baseline", s.encoder_baseline ? "on (E4B-sized stand-in encoders timed)" : "off");
         setting_row("record", ui.run.recording_kept() ? "kept: " + ui.run.recording_target() : "not kept");
-        setting_row("answer length", std::to_string(s.max_answer_tokens) + " tokens at most");
         setting_row("sampling", s.sampling.temperature > 0 ? format("temperature %.2f", s.sampling.temperature) : "greedy");
         setting_row("threads", o.runtime.n_threads > 0 ? std::to_string(o.runtime.n_threads) : "all cores");
         ImGui::EndTable();

@@ -2,6 +2,7 @@
 // state; this file only draws and turns clicks into session inputs).
 #pragma once
 #include <deque>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -36,6 +37,10 @@ struct UiState {
   bool push_to_talk_down = false;
 
   bool overlay_visible = false;
+
+  // The live settings as edited in the Settings tab (first taken from the session's snapshot; every
+  // change is sent with Session::update_settings, which applies it at the current input time).
+  std::optional<LiveSettings> settings_edit;
   std::string export_message;        // the last export's result, shown in the overlay
 
   // The conversation's plain-text view, rebuilt only when the conversation changes.
