@@ -139,12 +139,20 @@ struct LiveRun::Sources {
 
 LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   LiveOptions& opt = options_;
+  // The stages of loading and their share of the progress bar (weights and tokenizer dominate; the
+  // session's allocation of the KV cache and activations is next for large models).
+  const auto progress = [&](float fraction, const char* stage) {
+    if (opt.progress) opt.progress(fraction, stage);
+  };
   // 1. Model, tokenizer, sampling defaults.
+  progress(0.0f, "mapping the checkpoint and checking its tensors");
   if (!fs::exists(fs::path(opt.model_dir) / "config.json"))
     throw std::runtime_error(opt.model_dir + ": no checkpoint here (pass --model DIR)");
   model_ = Model::load(opt.model_dir);
+  progress(0.4f, "loading the tokenizer");
   tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(opt.model_dir) / "tokenizer.json").string()));
   apply_generation_config(opt.model_dir, *tokenizer_, opt.session.sampling);
+  progress(0.6f, "opening the inputs");
 
   // 2. Which inputs exist. Say what is missing and go on with what there is.
   media_ = !opt.media_file.empty();
@@ -196,6 +204,7 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   if (!opt.metrics_file.empty() && !(metrics_.open(opt.metrics_file), metrics_))
     throw std::runtime_error(opt.metrics_file + ": cannot create the metrics file");
 
+  progress(0.7f, "allocating the KV cache and activations");
   // 4. The session. Events reach the front end through a bounded queue; tokens must not be lost, so a
   //    full queue makes the session wait (4096 events is minutes of output for a front end that reads
   //    every frame).
@@ -208,6 +217,7 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
     events_->push(e);
   });
   sources_ = std::make_unique<Sources>();
+  progress(1.0f, "ready");
 }
 
 LiveRun::~LiveRun() { stop(); }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -43,6 +44,8 @@ struct LiveOptions {
   bool status_line = true;         // the one-line live status (on a terminal)
   RuntimeConfig runtime;
   SessionConfig session;
+  // Called from LiveRun's constructor as loading advances: fraction done in [0, 1] and what is next.
+  std::function<void(float fraction, const char* stage)> progress;
 };
 
 // The options every live command shares, and their help text.

@@ -267,6 +267,66 @@ bool display_available(std::string* why) {
   return false;
 }
 
+// Loads the LiveRun on a helper thread and draws a progress bar with the current stage until it is
+// ready. Returns null if the window was closed first; rethrows a loading error on this thread.
+std::unique_ptr<app::LiveRun> load_with_progress(GLFWwindow* handle, FramePacer& pacer, app::LiveOptions live) {
+  std::mutex mu;
+  float fraction = 0;
+  std::string stage = "starting";
+  std::atomic<bool> done{false};
+  std::unique_ptr<app::LiveRun> run;
+  std::exception_ptr error;
+  live.progress = [&](float f, const char* s) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      fraction = f;
+      stage = s;
+    }
+    pacer.wake();
+  };
+  const std::string model = live.model_dir;
+  std::thread loader([&] {
+    try {
+      run = std::make_unique<app::LiveRun>(std::move(live));
+    } catch (...) {
+      error = std::current_exception();
+    }
+    done = true;
+    pacer.wake();
+  });
+  bool closed = false;
+  while (!done) {
+    pacer.wait_for_next_frame([] { return false; });
+    if (glfwWindowShouldClose(handle) || g_stop_requested) closed = true;  // still wait for the loader
+    ImGui_ImplOpenGL3_NewFrame();
+    ImGui_ImplGlfw_NewFrame();
+    ImGui::NewFrame();
+    const ImGuiViewport* vp = ImGui::GetMainViewport();
+    ImGui::SetNextWindowPos(ImVec2(vp->WorkSize.x * 0.25f, vp->WorkSize.y * 0.4f));
+    ImGui::SetNextWindowSize(ImVec2(vp->WorkSize.x * 0.5f, 0));
+    ImGui::Begin("Loading", nullptr, ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoSavedSettings);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ImGui::Text("Loading %s", model.c_str());
+      ImGui::ProgressBar(fraction, ImVec2(-1, 0));
+      ImGui::TextDisabled("%s", stage.c_str());
+    }
+    ImGui::End();
+    ImGui::Render();
+    int w = 0, h = 0;
+    glfwGetFramebufferSize(handle, &w, &h);
+    glViewport(0, 0, w, h);
+    glClearColor(0.06f, 0.06f, 0.07f, 1.0f);
+    glClear(GL_COLOR_BUFFER_BIT);
+    ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+    glfwSwapBuffers(handle);
+  }
+  loader.join();
+  if (error) std::rethrow_exception(error);
+  if (closed) return nullptr;
+  return run;
+}
+
 int run_window(app::LiveOptions live, const WindowOptions& opt) {
   const std::string title = "Conflux - " + std::filesystem::path(live.model_dir).filename().string();
   GlfwLibrary glfw;                       // 1
@@ -276,9 +336,12 @@ int run_window(app::LiveOptions live, const WindowOptions& opt) {
   ImGuiContextGuard imgui;                // 3
   ImGuiBackends backends(window.handle);  // 4
 
-  // 5. The live run. A failure from here on (no model, no input) is an error, not a reason to fall
-  //    back to the terminal, which would fail the same way.
-  app::LiveRun run(std::move(live));
+  // 5. The live run, loaded on a helper thread while the window shows a progress bar. A failure from
+  //    here on (no model, no input) is an error, not a reason to fall back to the terminal, which
+  //    would fail the same way.
+  std::unique_ptr<app::LiveRun> loaded = load_with_progress(window.handle, pacer, std::move(live));
+  if (!loaded) return 130;  // closed (or Ctrl-C) while loading
+  app::LiveRun& run = *loaded;
   auto frame_events = std::make_shared<BoundedQueue<SessionEvent>>(kFrameEventCapacity, OverflowPolicy::DropOldest);
   run.session().subscribe([frame_events, &pacer](const SessionEvent& e) {
     if (is_frame_timing(e)) frame_events->push(e);  // plotted at the next frame, whenever it comes

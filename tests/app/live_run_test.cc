@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "app/live.h"
@@ -69,6 +70,25 @@ TEST_F(RecordToggle, KeptRecordingIsCompleteAndDiscardedOneLeavesNothing) {
   for (const auto& e : fs::directory_iterator(fs::temp_directory_path()))
     EXPECT_EQ(e.path().filename().string().rfind("conflux-recording-" + std::to_string(::getpid()) + "-", 0), std::string::npos)
         << e.path();
+}
+
+// The loading progress the window shows: stages in order, fractions rising to 1.
+TEST_F(RecordToggle, LoadingReportsProgressUpToReady) {
+  app::LiveOptions o;
+  o.model_dir = kTinyA;
+  o.media_file = (dir_ / "demo.webm").string();
+  std::vector<float> fractions;
+  std::vector<std::string> stages;
+  o.progress = [&](float f, const char* stage) {
+    fractions.push_back(f);
+    stages.push_back(stage);
+  };
+  app::LiveRun run(o);
+  ASSERT_GE(fractions.size(), 3u);
+  EXPECT_EQ(fractions.front(), 0.0f);
+  EXPECT_EQ(fractions.back(), 1.0f);
+  EXPECT_TRUE(std::is_sorted(fractions.begin(), fractions.end()));
+  EXPECT_EQ(stages.back(), "ready");
 }
 
 }  // namespace

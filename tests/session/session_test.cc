@@ -108,6 +108,7 @@ TEST_F(SessionTest, StreamingGivesTheSameTokensAsOfflineEngine) {
   SessionConfig cfg = config();
   cfg.record_rows = true;
   cfg.system_prompt = "Answer briefly.";
+  cfg.video_queue_waits = true;  // no frame dropped by the fast feed: the same rows every run
   Session s(*model_, *tok_, runtime(), cfg);
   std::vector<std::string> answers_text;
   s.subscribe([&](const SessionEvent& e) {
@@ -385,6 +386,7 @@ namespace {
 // update is refused with an error and changes nothing.
 TEST_F(SessionTest, LiveSettingsApplyFromTheirInputTime) {
   SessionConfig cfg = config();
+  cfg.video_queue_waits = true;  // every pushed frame is taken: the image counts below are exact
   RuntimeConfig rc = runtime();
   rc.max_chunk = 256;  // room for a 140-token image
   Session s(*model_, *tok_, rc, cfg);
