@@ -133,6 +133,8 @@ json play(const Model& model, const Tokenizer& tok, const Script& script, bool r
   const double token_ms = snap.decode_token_ms.p50;
   return {
       {"audio_frame_to_kv_ms", percentiles(snap.audio_frame_to_kv_ms)},
+      {"audio_encoder_ms", percentiles(snap.audio_encoder_ms)},
+      {"video_encoder_ms", percentiles(snap.video_encoder_ms)},
       {"video_frame_to_kv_ms", percentiles(snap.video_frame_to_kv_ms)},
       {"turn_end_to_first_token_ms", percentiles(snap.turn_end_to_first_token_ms)},
       {"decode_tokens_per_s", token_ms > 0 ? 1000.0 / token_ms : 0.0},

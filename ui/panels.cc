@@ -553,7 +553,11 @@ void draw_latency_overlay(UiState& ui, const Rect& r) {
     ImGui::TableSetupColumn("samples");
     ImGui::TableHeadersRow();
     percentile_row("audio frame -> KV", s.audio_frame_to_kv_ms);
+    // With the encoder baseline on, its own share sits beside each latency it is part of: the encoder-free
+    // path is what remains.
+    if (s.audio_encoder_ms.count) percentile_row("  of which encoder baseline", s.audio_encoder_ms);
     percentile_row("video frame -> KV", s.video_frame_to_kv_ms);
+    if (s.video_encoder_ms.count) percentile_row("  of which encoder baseline", s.video_encoder_ms);
     percentile_row("end of turn -> first token", s.turn_end_to_first_token_ms);
     percentile_row("decode, per token", s.decode_token_ms);
     ImGui::EndTable();

@@ -145,7 +145,7 @@ struct Session::Impl {
   // Metrics.
   mutable std::mutex snap_mu;
   SessionSnapshot snap;
-  RollingStat audio_kv_ms, video_kv_ms, first_token_ms, token_ms;
+  RollingStat audio_kv_ms, video_kv_ms, first_token_ms, token_ms, audio_encoder_ms, video_encoder_ms;
   TimePoint started_at;
   int64_t audio_frames_consumed = 0, video_sampled = 0, audio_frames_in = 0, video_frames_in = 0;
   int64_t max_positions = 0, evicted_total = 0;
@@ -276,7 +276,12 @@ struct Session::Impl {
       open_segment();
     }
     const int D = model.config().text.hidden_size;
-    if (encoder) encoder->encode_audio(f.samples.data(), 1);  // the baseline's cost; output discarded
+    if (encoder) {  // the baseline's cost; output discarded
+      const TimePoint t = SessionClock::now();
+      encoder->encode_audio(f.samples.data(), 1);
+      f.timing.encoder_ms = ms_between(t, SessionClock::now());
+      audio_encoder_ms.add(f.timing.encoder_ms);
+    }
     const size_t row = pending_timing.size();
     pending_embeddings.resize((row + 1) * size_t(D));
     ctx.embed_audio_frames(f.samples.data(), 1, pending_embeddings.data() + row * D);
@@ -334,7 +339,12 @@ struct Session::Impl {
     const int n = plan.n_tokens(), D = model.config().text.hidden_size;
     extract_all_patches(img, patches, patch_x, patch_y);
     embed_buf.resize(size_t(n) * D);
-    if (encoder) encoder->encode_image(img.rgb.data(), img.width, img.height);  // cost only; output discarded
+    if (encoder) {  // cost only; output discarded
+      const TimePoint start = SessionClock::now();
+      encoder->encode_image(img.rgb.data(), img.width, img.height);
+      t.encoder_ms = ms_between(start, SessionClock::now());
+      video_encoder_ms.add(t.encoder_ms);
+    }
     ctx.embed_image_patches(patches.data(), patch_x.data(), patch_y.data(), n, embed_buf.data());
     t.embedded = SessionClock::now();
     append_ids({model.config().tokens.boi}, false);
@@ -747,6 +757,8 @@ struct Session::Impl {
     const double wall = std::chrono::duration<double>(SessionClock::now() - started_at).count();
     snap.realtime_factor = wall > 0 ? double(samples_framed) / kSampleRate / wall : 0;
     snap.audio_frame_to_kv_ms = audio_kv_ms.percentiles();
+    snap.audio_encoder_ms = audio_encoder_ms.percentiles();
+    snap.video_encoder_ms = video_encoder_ms.percentiles();
     snap.video_frame_to_kv_ms = video_kv_ms.percentiles();
     snap.turn_end_to_first_token_ms = first_token_ms.percentiles();
     snap.decode_token_ms = token_ms.percentiles();

@@ -82,6 +82,7 @@ struct SessionConfig {
 // capture stamps lie ahead of the wall clock).
 struct FrameTiming {
   TimePoint captured, arrived, dequeued, preprocessed, embedded, in_kv;
+  double encoder_ms = 0;  // time in the encoder baseline's stand-in encoder (0 when it is off)
   TimePoint latency_origin() const { return std::min(captured, arrived); }
 };
 
@@ -157,6 +158,9 @@ struct SessionSnapshot {
   size_t video_queue_frames = 0;
   double realtime_factor = 0;      // input seconds processed per wall second
   Percentiles audio_frame_to_kv_ms, video_frame_to_kv_ms, turn_end_to_first_token_ms, decode_token_ms;
+  // With the encoder baseline on: the stand-in encoder's own time per audio frame and per image, shown
+  // beside the frame-to-KV latencies it is part of (count 0 when the baseline is off).
+  Percentiles audio_encoder_ms, video_encoder_ms;
   std::string answer;              // the answer being generated (or the last one)
   LiveSettings settings;           // as currently applied
 };

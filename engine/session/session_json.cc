@@ -44,6 +44,7 @@ std::string event_to_json(const SessionEvent& e, TimePoint origin) {
       j["preprocessed_ms"] = ms(e.frame.preprocessed);
       j["embedded_ms"] = ms(e.frame.embedded);
       j["in_kv_ms"] = ms(e.frame.in_kv);
+      if (e.frame.encoder_ms > 0) j["encoder_ms"] = e.frame.encoder_ms;
       break;
     case SessionEvent::Kind::ImageAdded:
     case SessionEvent::Kind::Evicted:

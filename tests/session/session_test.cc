@@ -433,3 +433,41 @@ TEST_F(SessionTest, LiveSettingsApplyFromTheirInputTime) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// The encoder baseline runs its E4B-sized stand-in on every frame the model takes: each frame's own
+// encoder time is measured and reported beside the frame-to-KV latency it is part of, while the
+// rows that reach the model (the encoder-free embeddings) are the same as without it.
+TEST_F(SessionTest, EncoderBaselineTimesEachFrameAndLeavesTheRowsAlone) {
+  const std::vector<float> quiet = noise_bed(size_t(kRate) / 2, 5);  // 0.5 s: 12 frames
+  std::vector<std::vector<SessionRow>> rows;
+  std::vector<Percentiles> encoder;
+  for (bool baseline : {false, true}) {
+    SessionConfig cfg = config();
+    cfg.vad.enabled = false;  // every frame goes in
+    cfg.record_rows = true;
+    cfg.encoder_baseline = baseline;
+    Session s(*model_, *tok_, runtime(), cfg);
+    int frames_with_encoder_time = 0;
+    s.subscribe([&](const SessionEvent& e) {
+      if (e.kind == SessionEvent::Kind::AudioFrameInKv && e.frame.encoder_ms > 0) ++frames_with_encoder_time;
+    });
+    s.start();
+    s.push_audio(quiet.data(), quiet.size(), SessionClock::now());
+    s.wait_idle();
+    s.stop();
+    rows.push_back(s.rows());
+    encoder.push_back(s.snapshot().audio_encoder_ms);
+    EXPECT_EQ(frames_with_encoder_time, baseline ? 12 : 0);
+  }
+  EXPECT_EQ(encoder[0].count, 0u);
+  EXPECT_EQ(encoder[1].count, 12u);
+  EXPECT_GT(encoder[1].p50, 0.0);
+  ASSERT_EQ(rows[0].size(), rows[1].size());
+  for (size_t i = 0; i < rows[0].size(); ++i) EXPECT_EQ(rows[0][i].embedding, rows[1][i].embedding) << "row " << i;
+}
+
+}  // namespace
+}  // namespace conflux
