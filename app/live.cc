@@ -183,6 +183,10 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
     recorded_ = true;
   }
 
+  // What is actually in use (the Settings tab shows and switches these).
+  opt.use_mic = mic_;
+  opt.use_camera = camera_;
+
   // A file read as fast as possible must not lose frames to the drop-oldest queue meant for cameras.
   if (media_ && !opt.realtime) opt.session.video_queue_waits = true;
 
@@ -235,32 +239,9 @@ void LiveRun::start() {
   origin_ = SessionClock::now();
   session_->start();
   const LiveOptions& opt = options_;
-  auto on_frame = [this](ImageRGB&& f, TimePoint t) {
-    {
-      std::lock_guard<std::mutex> lock(frame_mu_);
-      last_frame_ = f;
-      ++frame_count_;
-    }
-    session_->push_video(std::move(f), t);
-  };
-  if (mic_) {
-    capture::MicrophoneConfig mc;
-    mc.device = opt.mic_device;
-    sources_->microphone = std::make_unique<capture::Microphone>(
-        mc, [this](const float* s, size_t n, TimePoint t) { session_->push_audio(s, n, t); },
-        [](const std::string& device, const std::string& error) {
-          std::fprintf(stderr, "\nconflux: microphone %s: %s\n", device.c_str(), error.c_str());
-        });
-    sources_->microphone->start();
-  }
-  if (camera_) {
-    capture::VideoSourceConfig vc;
-    vc.source = opt.camera_pipeline;
-    sources_->video = std::make_unique<capture::VideoSource>(vc, on_frame, [](const capture::StreamStatus& st) {
-      std::fprintf(stderr, "\nconflux: camera stream ended: %s %s\n", capture::to_string(st.state), st.message.c_str());
-    });
-    sources_->video->start();
-  }
+  auto on_frame = [this](ImageRGB&& f, TimePoint t) { take_video_frame(std::move(f), t); };
+  if (mic_) start_microphone();
+  if (camera_) start_camera();
   if (media_) {
     capture::MediaFileConfig mf;
     mf.path = opt.media_file;
@@ -289,7 +270,63 @@ void LiveRun::start() {
   }
 }
 
+void LiveRun::take_video_frame(ImageRGB&& frame, TimePoint captured) {
+  {
+    std::lock_guard<std::mutex> lock(frame_mu_);
+    last_frame_ = frame;
+    ++frame_count_;
+  }
+  session_->push_video(std::move(frame), captured);
+}
+
+void LiveRun::start_microphone() {
+  capture::MicrophoneConfig mc;
+  mc.device = options_.mic_device;
+  sources_->microphone = std::make_unique<capture::Microphone>(
+      mc, [this](const float* s, size_t n, TimePoint t) { session_->push_audio(s, n, t); },
+      [](const std::string& device, const std::string& error) {
+        std::fprintf(stderr, "\nconflux: microphone %s: %s\n", device.c_str(), error.c_str());
+      });
+  sources_->microphone->start();
+}
+
+void LiveRun::start_camera() {
+  capture::VideoSourceConfig vc;
+  vc.source = options_.camera_pipeline;
+  sources_->video = std::make_unique<capture::VideoSource>(
+      vc, [this](ImageRGB&& f, TimePoint t) { take_video_frame(std::move(f), t); },
+      [](const capture::StreamStatus& st) {
+        std::fprintf(stderr, "\nconflux: camera stream ended: %s %s\n", capture::to_string(st.state), st.message.c_str());
+      });
+  sources_->video->start();
+}
+
+void LiveRun::set_microphone(const std::string& device) {
+  std::lock_guard<std::mutex> lock(sources_mu_);
+  if (!sources_) return;
+  if (sources_->microphone) sources_->microphone->stop();
+  sources_->microphone.reset();
+  mic_ = options_.use_mic = false;
+  if (device == "off") return;
+  options_.mic_device = device;
+  start_microphone();
+  mic_ = options_.use_mic = true;
+}
+
+void LiveRun::set_camera(const std::string& pipeline) {
+  std::lock_guard<std::mutex> lock(sources_mu_);
+  if (!sources_) return;
+  if (sources_->video) sources_->video->stop();
+  sources_->video.reset();
+  camera_ = options_.use_camera = false;
+  if (pipeline == "off") return;
+  options_.camera_pipeline = pipeline;
+  start_camera();
+  camera_ = options_.use_camera = true;
+}
+
 void LiveRun::stop() {
+  std::lock_guard<std::mutex> sources_lock(sources_mu_);
   if (!sources_) return;
   // Order matters: a source may be blocked pushing into the session (a media file read at full speed
   // waits for room), and the session may be blocked handing an event to a front end that stopped

@@ -79,6 +79,12 @@ class LiveRun {
   uint64_t last_frame(ImageRGB* out) const;
   TimePoint origin() const { return origin_; }
 
+  // Replace the microphone ("" = the default input, "off" = none) or the camera pipeline ("off" =
+  // none) while the run goes on. The old source stops first; if the new one cannot start, the error
+  // (naming the device or GStreamer's message) is thrown and that input stays off.
+  void set_microphone(const std::string& device);
+  void set_camera(const std::string& pipeline);
+
   // The record toggle (LiveOptions::record_toggle, or always on with --record DIR).
   bool recording_available() const { return recorder_ != nullptr; }
   bool recording_kept() const { return keep_recording_; }
@@ -88,6 +94,9 @@ class LiveRun {
 
  private:
   struct Sources;
+  void start_microphone();  // from options_.mic_device
+  void start_camera();      // from options_.camera_pipeline
+  void take_video_frame(ImageRGB&& frame, TimePoint captured);  // camera view + session
   LiveOptions options_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -107,6 +116,7 @@ class LiveRun {
   bool mic_ = false, camera_ = false, media_ = false, recorded_ = false;
   TimePoint origin_{};
   mutable std::mutex frame_mu_;
+  std::mutex sources_mu_;  // set_microphone / set_camera against stop()
   ImageRGB last_frame_;
   uint64_t frame_count_ = 0;
 };

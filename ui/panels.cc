@@ -3,6 +3,8 @@
 // placed by ui/layout.h; all of them read the UI thread's state and never wait on the session.
 #include "ui/panels.h"
 
+#include "capture/microphone.h"
+
 #include <imgui.h>
 #include <imgui_stdlib.h>
 #include <unistd.h>
@@ -454,11 +456,38 @@ void draw_info(UiState& ui, const Rect& r) {
       }
       changed |= ImGui::SliderInt("answer length", &edit.max_answer_tokens, 8, 1024, "%d tokens at most");
       if (changed) ui.run.session().update_settings(edit, SessionClock::now());
+
+      // Inputs: the old source stops, the new one starts; a failure is shown and that input stays off.
+      auto try_switch = [&](auto&& fn) {
+        try {
+          fn();
+          ui.source_error.clear();
+        } catch (const std::exception& e) {
+          ui.source_error = e.what();
+        }
+      };
+      if (!ui.microphone_names) {
+        ui.microphone_names.emplace();
+        for (const auto& d : capture::Microphone::list_devices()) ui.microphone_names->push_back(d.name);
+      }
+      const std::string mic_now = !o.use_mic ? "off" : o.mic_device.empty() ? "default input" : o.mic_device;
+      if (ImGui::BeginCombo("microphone", mic_now.c_str())) {
+        if (ImGui::Selectable("off")) try_switch([&] { ui.run.set_microphone("off"); });
+        if (ImGui::Selectable("default input")) try_switch([&] { ui.run.set_microphone(""); });
+        for (const std::string& name : *ui.microphone_names)
+          if (ImGui::Selectable(name.c_str(), name == o.mic_device)) try_switch([&] { ui.run.set_microphone(name); });
+        ImGui::EndCombo();
+      }
+      if (ui.camera_edit.empty() && o.use_camera) ui.camera_edit = o.camera_pipeline;
+      ImGui::InputText("##camera", &ui.camera_edit);
+      ImGui::SameLine();
+      if (ImGui::Button("use camera")) try_switch([&] { ui.run.set_camera(ui.camera_edit.empty() ? "off" : ui.camera_edit); });
+      ImGui::SameLine();
+      if (ImGui::Button("off##camera")) try_switch([&] { ui.run.set_camera("off"); });
+      if (!ui.source_error.empty()) ImGui::TextColored(ImVec4(1.0f, 0.45f, 0.4f, 1.0f), "%s", ui.source_error.c_str());
       ImGui::TextDisabled("Devices, encoder baseline, sampling and threads are set with `conflux run` options.");
       if (ImGui::BeginTable("##settings", 2, table_flags)) {
         setting_row("inputs", ui.run.inputs());
-        setting_row("microphone", !o.use_mic ? "off" : o.mic_device.empty() ? "default input" : o.mic_device);
-        setting_row("camera", !o.use_camera ? "off" : o.camera_pipeline.empty() ? "none found" : o.camera_pipeline);
         if (!o.media_file.empty()) setting_row("media file", o.media_file + (o.realtime ? " (real time)" : " (as fast as possible)"));
         setting_row("encoder baseline", s.encoder_baseline ? "on (E4B-sized stand-in encoders timed)" : "off");
         setting_row("record", ui.run.recording_kept() ? "kept: " + ui.run.recording_target() : "not kept");

@@ -41,6 +41,10 @@ struct UiState {
   // The live settings as edited in the Settings tab (first taken from the session's snapshot; every
   // change is sent with Session::update_settings, which applies it at the current input time).
   std::optional<LiveSettings> settings_edit;
+  // Inputs chosen in the Settings tab.
+  std::optional<std::vector<std::string>> microphone_names;  // listed once, when the tab first shows
+  std::string camera_edit;                                   // the pipeline being typed
+  std::string source_error;                                  // why the last switch failed
   std::string export_message;        // the last export's result, shown in the overlay
 
   // The conversation's plain-text view, rebuilt only when the conversation changes.

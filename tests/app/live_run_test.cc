@@ -93,3 +93,38 @@ TEST_F(RecordToggle, LoadingReportsProgressUpToReady) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// Inputs switched while the run goes on (the window's Settings tab): a camera pipeline starts
+// delivering frames, "off" stops it, and a microphone that does not exist is refused by name.
+TEST_F(RecordToggle, CameraAndMicrophoneSwitchWhileRunning) {
+  app::LiveOptions o;
+  o.model_dir = kTinyA;
+  o.media_file = (dir_ / "demo.webm").string();
+  o.realtime = true;
+  o.runtime.n_threads = 1;
+  o.session.image_budget = 70;
+  app::LiveRun run(o);
+  run.start();
+  const uint64_t before = run.last_frame(nullptr);
+  run.set_camera("videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=20/1");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (run.last_frame(nullptr) < before + 10 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(run.last_frame(nullptr), before + 10) << "the new camera delivered no frames";
+  EXPECT_NE(run.inputs().find("camera"), std::string::npos) << run.inputs();
+  run.set_camera("off");
+  EXPECT_EQ(run.inputs().find("camera"), std::string::npos) << run.inputs();
+  try {
+    run.set_microphone("no-such-microphone-42");
+    ADD_FAILURE() << "a missing microphone was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("no-such-microphone-42"), std::string::npos) << e.what();
+  }
+  run.stop();
+}
+
+}  // namespace
+}  // namespace conflux
