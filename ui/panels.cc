@@ -455,6 +455,7 @@ void draw_info(UiState& ui, const Rect& r) {
         changed = true;
       }
       changed |= ImGui::SliderInt("answer length", &edit.max_answer_tokens, 8, 1024, "%d tokens at most");
+      changed |= ImGui::Checkbox("encoder baseline (E4B-sized stand-in encoders, timed; ~1 GB)", &edit.encoder_baseline);
       if (changed) ui.run.session().update_settings(edit, SessionClock::now());
 
       // Inputs: the old source stops, the new one starts; a failure is shown and that input stays off.
@@ -485,11 +486,10 @@ void draw_info(UiState& ui, const Rect& r) {
       ImGui::SameLine();
       if (ImGui::Button("off##camera")) try_switch([&] { ui.run.set_camera("off"); });
       if (!ui.source_error.empty()) ImGui::TextColored(ImVec4(1.0f, 0.45f, 0.4f, 1.0f), "%s", ui.source_error.c_str());
-      ImGui::TextDisabled("Devices, encoder baseline, sampling and threads are set with `conflux run` options.");
+      ImGui::TextDisabled("Sampling and threads are set with `conflux run` options.");
       if (ImGui::BeginTable("##settings", 2, table_flags)) {
         setting_row("inputs", ui.run.inputs());
         if (!o.media_file.empty()) setting_row("media file", o.media_file + (o.realtime ? " (real time)" : " (as fast as possible)"));
-        setting_row("encoder baseline", s.encoder_baseline ? "on (E4B-sized stand-in encoders timed)" : "off");
         setting_row("record", ui.run.recording_kept() ? "kept: " + ui.run.recording_target() : "not kept");
         setting_row("sampling", s.sampling.temperature > 0 ? format("temperature %.2f", s.sampling.temperature) : "greedy");
         setting_row("threads", o.runtime.n_threads > 0 ? std::to_string(o.runtime.n_threads) : "all cores");

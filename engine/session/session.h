@@ -51,6 +51,7 @@ struct LiveSettings {
   bool barge_in = true;
   double commentary_interval_s = 0;
   int max_answer_tokens = 256;
+  bool encoder_baseline = false;  // switching it on builds the 0.93 GB stand-in encoders (~2 s)
 };
 
 struct SessionConfig {

@@ -163,6 +163,7 @@ LiveSettings live_settings_of(const SessionConfig& c) {
   s.barge_in = c.barge_in;
   s.commentary_interval_s = c.commentary_interval_s;
   s.max_answer_tokens = c.max_answer_tokens;
+  s.encoder_baseline = c.encoder_baseline;
   return s;
 }
 
@@ -173,6 +174,7 @@ void apply_live_settings(const LiveSettings& s, SessionConfig& c) {
   c.barge_in = s.barge_in;
   c.commentary_interval_s = s.commentary_interval_s;
   c.max_answer_tokens = s.max_answer_tokens;
+  c.encoder_baseline = s.encoder_baseline;
 }
 
 std::string live_settings_to_json(const LiveSettings& s) {
@@ -182,7 +184,8 @@ std::string live_settings_to_json(const LiveSettings& s) {
                                  {"hangover_ms", s.vad.hangover_ms}, {"preroll_ms", s.vad.preroll_ms}}},
                         {"barge_in", s.barge_in},
                         {"commentary_interval_s", s.commentary_interval_s},
-                        {"max_answer_tokens", s.max_answer_tokens}}
+                        {"max_answer_tokens", s.max_answer_tokens},
+                        {"encoder_baseline", s.encoder_baseline}}
       .dump();
 }
 

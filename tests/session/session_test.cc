@@ -471,3 +471,36 @@ TEST_F(SessionTest, EncoderBaselineTimesEachFrameAndLeavesTheRowsAlone) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// The encoder baseline switched on while running (a live setting): frames before the switch carry no
+// encoder time, frames after it do.
+TEST_F(SessionTest, EncoderBaselineCanBeSwitchedOnWhileRunning) {
+  SessionConfig cfg = config();
+  cfg.vad.enabled = false;
+  Session s(*model_, *tok_, runtime(), cfg);
+  std::vector<double> encoder_ms;
+  s.subscribe([&](const SessionEvent& e) {
+    if (e.kind == SessionEvent::Kind::AudioFrameInKv) encoder_ms.push_back(e.frame.encoder_ms);
+  });
+  s.start();
+  const std::vector<float> quiet = noise_bed(size_t(kRate) / 5, 6);  // 0.2 s: 5 frames
+  const TimePoint t0 = SessionClock::now();
+  s.push_audio(quiet.data(), quiet.size(), t0);
+  s.wait_idle();
+  LiveSettings on = s.snapshot().settings;
+  on.encoder_baseline = true;
+  s.update_settings(on, at(t0, 0.2));
+  s.push_audio(quiet.data(), quiet.size(), at(t0, 0.2));
+  s.wait_idle();
+  s.stop();
+  ASSERT_EQ(encoder_ms.size(), 10u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(encoder_ms[size_t(i)], 0.0) << "frame " << i;
+  for (int i = 5; i < 10; ++i) EXPECT_GT(encoder_ms[size_t(i)], 0.0) << "frame " << i;
+  EXPECT_TRUE(s.snapshot().settings.encoder_baseline);
+}
+
+}  // namespace
+}  // namespace conflux
