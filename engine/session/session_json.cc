@@ -63,6 +63,19 @@ std::string event_to_json(const SessionEvent& e, TimePoint origin) {
 
 namespace conflux {
 
+// The live settings as a JSON object: the layout of a recording's settings lines and of the live part of
+// session_settings_json, read back by session_settings_from_json in both cases.
+static nlohmann::json live_settings_object(const LiveSettings& s) {
+  return {{"image_budget", s.image_budget},
+          {"video_fps", s.video_fps},
+          {"vad", {{"enabled", s.vad.enabled}, {"likelihood", s.vad.likelihood}, {"min_speech_ms", s.vad.min_speech_ms},
+                   {"hangover_ms", s.vad.hangover_ms}, {"preroll_ms", s.vad.preroll_ms}}},
+          {"barge_in", s.barge_in},
+          {"commentary_interval_s", s.commentary_interval_s},
+          {"max_answer_tokens", s.max_answer_tokens},
+          {"encoder_baseline", s.encoder_baseline}};
+}
+
 std::string session_settings_json(const Model& model, const RuntimeConfig& rc, const SessionConfig& c) {
   namespace fs = std::filesystem;
   const fs::path dir(model.dir());
@@ -81,23 +94,18 @@ std::string session_settings_json(const Model& model, const RuntimeConfig& rc, c
       {"runtime", {{"max_context", rc.max_context},
                    {"max_chunk", rc.max_chunk},
                    {"image_attention", rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf"}}},
-      {"session", {{"system_prompt", c.system_prompt},
-                   {"image_budget", c.image_budget},
-                   {"video_fps", c.video_fps},
-                   {"vad", {{"enabled", c.vad.enabled}, {"likelihood", c.vad.likelihood}, {"min_speech_ms", c.vad.min_speech_ms},
-                            {"hangover_ms", c.vad.hangover_ms}, {"preroll_ms", c.vad.preroll_ms}}},
-                   {"barge_in", c.barge_in},
-                   {"commentary_interval_s", c.commentary_interval_s},
-                   {"sampling", {{"temperature", c.sampling.temperature}, {"top_k", c.sampling.top_k}, {"top_p", c.sampling.top_p},
-                                 {"seed", c.sampling.seed}, {"suppress_tokens", c.sampling.suppress_tokens},
-                                 {"stop_tokens", c.sampling.stop_tokens}}},
-                   {"max_answer_tokens", c.max_answer_tokens},
-                   {"context_budget", c.context_budget},
-                   {"audio_queue_seconds", c.audio_queue_seconds},
-                   {"video_queue_frames", c.video_queue_frames},
-                   {"video_queue_waits", c.video_queue_waits},
-                   {"encoder_baseline", c.encoder_baseline}}},
+      {"session", live_settings_object(live_settings_of(c))},
   };
+  // The live settings (one layout, shared with live_settings_to_json) plus those fixed for the session.
+  nlohmann::json& session = j["session"];
+  session["system_prompt"] = c.system_prompt;
+  session["sampling"] = {{"temperature", c.sampling.temperature}, {"top_k", c.sampling.top_k}, {"top_p", c.sampling.top_p},
+                         {"seed", c.sampling.seed}, {"suppress_tokens", c.sampling.suppress_tokens},
+                         {"stop_tokens", c.sampling.stop_tokens}};
+  session["context_budget"] = c.context_budget;
+  session["audio_queue_seconds"] = c.audio_queue_seconds;
+  session["video_queue_frames"] = c.video_queue_frames;
+  session["video_queue_waits"] = c.video_queue_waits;
   return j.dump();
 }
 
@@ -177,17 +185,7 @@ void apply_live_settings(const LiveSettings& s, SessionConfig& c) {
   c.encoder_baseline = s.encoder_baseline;
 }
 
-std::string live_settings_to_json(const LiveSettings& s) {
-  return nlohmann::json{{"image_budget", s.image_budget},
-                        {"video_fps", s.video_fps},
-                        {"vad", {{"enabled", s.vad.enabled}, {"likelihood", s.vad.likelihood}, {"min_speech_ms", s.vad.min_speech_ms},
-                                 {"hangover_ms", s.vad.hangover_ms}, {"preroll_ms", s.vad.preroll_ms}}},
-                        {"barge_in", s.barge_in},
-                        {"commentary_interval_s", s.commentary_interval_s},
-                        {"max_answer_tokens", s.max_answer_tokens},
-                        {"encoder_baseline", s.encoder_baseline}}
-      .dump();
-}
+std::string live_settings_to_json(const LiveSettings& s) { return live_settings_object(s).dump(); }
 
 LiveSettings live_settings_from_json(const std::string& text) {
   // The same fields as the "session" object of session_settings_json, read by the same code.
