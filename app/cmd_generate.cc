@@ -26,7 +26,8 @@ const char* kUsage =
     "\n"
     "  --image FILE          a PNG or JPEG shown before the prompt\n"
     "  --audio FILE.wav      a WAV clip (16-bit PCM or float, any rate, mixed to mono) heard before the prompt\n"
-    "  --budget N            image soft-token budget: 70, 140, 280 (default), 560, 1120\n"
+    "  --budget N            image soft-token budget, 1..1120 (default: the model's preprocessor_config.json\n"
+    "                        max_soft_tokens, else 280)\n"
     "  --system TEXT         a system prompt\n"
     "  --thinking            let the model think first (enable_thinking)\n"
     "  --max-tokens N        stop after N tokens (default 256)\n"
@@ -51,7 +52,7 @@ int cmd_generate(int argc, char** argv) {
                        "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention"});
   const std::string dir = args.require("model");
   const std::string prompt = args.require("prompt");
-  const int budget = args.get_int("budget", 280);
+  const int budget = args.get_int("budget", default_image_budget(dir));
   const int max_tokens = args.get_int("max-tokens", 256);
   RuntimeConfig rc;
   rc.n_threads = args.get_int("threads", 0);

@@ -19,12 +19,9 @@ const char* kUsage =
     "  {\"width\":W,\"height\":H,\"grid_cols\":C,\"grid_rows\":R,\"n_tokens\":N}\n"
     "\n"
     "  --image FILE   input image (PNG or JPEG; converted to RGB)\n"
-    "  --budget N     soft-token budget: 70, 140, 280, 560 or 1120 (default 280)\n"
+    "  --budget N     soft-token budget, 1..1120 (HF offers 70, 140, 280, 560, 1120; default 280)\n"
     "  --out FILE     write the resized pixels as raw RGB8 (H rows of W x 3 bytes, R G B interleaved)\n"
     "  --png FILE     write the resized pixels as a PNG\n";
-
-// Soft-token budget when --budget is not given: HF's processor default (architecture doc §4.1).
-constexpr int kDefaultBudget = 280;
 
 void write_raw(const std::string& path, const ImageRGB& img) {
   std::ofstream out(path, std::ios::binary);
@@ -43,7 +40,7 @@ int cmd_preprocess(int argc, char** argv) {
   }
   args.reject_unknown({"image", "budget", "out", "png"});
   const std::string image_path = args.require("image");
-  const int budget = args.get_int("budget", kDefaultBudget);
+  const int budget = args.get_int("budget", kDefaultImageBudget);  // HF's processor default (doc §4.1)
 
   // Check the budget before decoding: a one-patch image is valid under every supported budget, so this
   // throws only for a bad --budget, which is a usage error.

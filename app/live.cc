@@ -30,7 +30,8 @@ const char* const kLiveOptionsHelp =
     "  --camera PIPELINE      GStreamer source, e.g. \"v4l2src device=/dev/video0\" or \"ximagesrc\"; --no-camera\n"
     "  --media FILE           play an audio/video file as the input (--speed realtime|max)\n"
     "  --system TEXT          system prompt\n"
-    "  --budget N             image soft tokens per frame: 70, 140, 280 (default), 560, 1120\n"
+    "  --budget N             image soft tokens per frame, 1..1120 (HF offers 70, 140, 280, 560, 1120);\n"
+    "                         default: the model's preprocessor_config.json max_soft_tokens, else 280\n"
     "  --fps F                video frames per second sampled into the model (default 1)\n"
     "  --vad-likelihood 0..3  VAD sensitivity (default 1); --hangover-ms N (default 600); --no-vad\n"
     "  --no-barge-in          let answers finish while the user speaks\n"
@@ -86,7 +87,7 @@ LiveOptions parse_live_options(const Args& a) {
   o.runtime.max_context = a.get_int("max-context", 8192);
   SessionConfig& s = o.session;
   s.system_prompt = a.get_or("system", "");
-  s.image_budget = a.get_int("budget", 280);
+  s.image_budget = a.get_int("budget", default_image_budget(o.model_dir));
   s.video_fps = a.get_double("fps", 1.0);
   s.vad.enabled = !a.flag("no-vad");
   s.vad.likelihood = a.get_int("vad-likelihood", 1);
@@ -103,13 +104,6 @@ LiveOptions parse_live_options(const Args& a) {
   return o;
 }
 
-namespace {
-
-std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
-
-double ms(TimePoint a, TimePoint b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
-
 // Stop tokens and suppressed tokens come from the checkpoint's generation_config.json when it has one.
 void apply_generation_config(const std::string& model_dir, const Tokenizer& tok, SamplingParams& sp) {
   const fs::path gen = fs::path(model_dir) / "generation_config.json";
@@ -121,6 +115,13 @@ void apply_generation_config(const std::string& model_dir, const Tokenizer& tok,
   if (tok.eos_id() >= 0) sp.stop_tokens.push_back(tok.eos_id());
   if (const int32_t end = tok.token_id("<turn|>"); end >= 0) sp.stop_tokens.push_back(end);
 }
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+double ms(TimePoint a, TimePoint b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
 bool has_camera_device() {
   for (const auto& e : fs::directory_iterator("/dev", fs::directory_options::skip_permission_denied))

@@ -48,6 +48,10 @@ struct LiveOptions {
   std::function<void(float fraction, const char* stage)> progress;
 };
 
+// Stop and suppressed tokens from the checkpoint's generation_config.json (when it has one), plus <eos>
+// and <turn|>.
+void apply_generation_config(const std::string& model_dir, const Tokenizer& tok, SamplingParams& sp);
+
 // The options every live command shares, and their help text.
 extern const char* const kLiveOptionsHelp;
 extern const std::vector<std::string> kLiveOptionNames;

@@ -5,10 +5,13 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -27,9 +30,26 @@ constexpr int kTeacherPatchSize = 16;
 constexpr int kPoolingKernel = 3;
 static_assert(kModelPatchSize == kTeacherPatchSize * kPoolingKernel);
 
-bool is_supported_budget(int budget) {
-  return budget == 70 || budget == 140 || budget == 280 || budget == 560 || budget == 1120;
+}  // namespace
+
+bool is_supported_budget(int budget) { return budget >= 1 && budget <= kMaxImageBudget; }
+
+int default_image_budget(const std::string& model_dir) {
+  const std::filesystem::path path = std::filesystem::path(model_dir) / "preprocessor_config.json";
+  if (!std::filesystem::exists(path)) return kDefaultImageBudget;
+  std::ifstream in(path);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    throw std::runtime_error(path.string() + ": not a JSON object");
+  const auto it = j.find("max_soft_tokens");
+  if (it == j.end()) return kDefaultImageBudget;
+  if (!it->is_number_integer() || !is_supported_budget(it->get<int>()))
+    throw std::runtime_error(path.string() + ": field max_soft_tokens must be an integer from 1 to " +
+                             std::to_string(kMaxImageBudget) + ", got " + it->dump());
+  return it->get<int>();
 }
+
+namespace {
 
 // Keys' cubic convolution kernel with a = -0.5 (PIL's and aten's antialiased bicubic; the non-antialiased
 // aten path uses -0.75). aten evaluates the polynomial with a double constant and returns float.
@@ -156,7 +176,7 @@ void save_png(const std::string& path, const ImageRGB& img) {
 
 ResizePlan plan_resize(int width, int height, int max_soft_tokens) {
   if (!is_supported_budget(max_soft_tokens))
-    throw std::invalid_argument("image token budget must be one of 70, 140, 280, 560, 1120, got " +
+    throw std::invalid_argument("image token budget must be from 1 to " + std::to_string(kMaxImageBudget) + ", got " +
                                 std::to_string(max_soft_tokens));
   if (width <= 0 || height <= 0)
     throw std::invalid_argument("image size must be positive, got " + std::to_string(width) + "x" +

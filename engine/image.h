@@ -31,8 +31,19 @@ struct ResizePlan {
   int n_tokens() const { return grid_cols * grid_rows; }
 };
 
+// Soft-token budgets. HF's processor offers five (architecture doc §4.1); the size rule itself works for
+// any budget up to the 1120 rows of the vision position tables, and a small model trained on fewer
+// patches per frame (the bundled one uses 16) declares its budget in preprocessor_config.json.
+inline constexpr int kHfImageBudgets[] = {70, 140, 280, 560, 1120};
+constexpr int kDefaultImageBudget = 280;  // HF's processor default
+constexpr int kMaxImageBudget = 1120;
+bool is_supported_budget(int budget);     // 1..kMaxImageBudget
+// The checkpoint folder's own budget: preprocessor_config.json "max_soft_tokens" when the file exists,
+// else kDefaultImageBudget. Throws naming the file and field if the value is unusable.
+int default_image_budget(const std::string& model_dir);
+
 // HF's aspect-preserving size rule (architecture doc §4.1) for an image of width x height and a budget
-// in {70, 140, 280, 560, 1120}. Throws std::invalid_argument for other budgets or degenerate sizes.
+// in 1..1120. Throws std::invalid_argument for other budgets or degenerate sizes.
 ResizePlan plan_resize(int width, int height, int max_soft_tokens);
 
 // torchvision resize(uint8, BICUBIC, antialias=True): separable, PIL's a=-0.5 kernel widened by the

@@ -428,10 +428,14 @@ void draw_info(UiState& ui, const Rect& r) {
       if (!ui.settings_edit) ui.settings_edit = ui.snapshot.settings;
       LiveSettings& edit = *ui.settings_edit;
       bool changed = false;
-      static constexpr int kBudgets[] = {70, 140, 280, 560, 1120};
       const int max_chunk = o.runtime.max_chunk;  // an image is one chunk: larger budgets need a restart
       if (ImGui::BeginCombo("patch budget", (std::to_string(edit.image_budget) + " soft tokens per frame").c_str())) {
-        for (int b : kBudgets) {
+        // HF's five budgets, plus the model's own when it declares another (the bundled model: 16).
+        std::vector<int> budgets(std::begin(kHfImageBudgets), std::end(kHfImageBudgets));
+        const int model_budget = default_image_budget(o.model_dir);
+        if (std::find(budgets.begin(), budgets.end(), model_budget) == budgets.end())
+          budgets.insert(std::upper_bound(budgets.begin(), budgets.end(), model_budget), model_budget);
+        for (int b : budgets) {
           if (b > max_chunk) continue;
           if (ImGui::Selectable(std::to_string(b).c_str(), b == edit.image_budget)) {
             edit.image_budget = b;

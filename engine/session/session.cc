@@ -551,10 +551,9 @@ struct Session::Impl {
 
   // Checks and applies a live settings update; refused updates leave everything as it was.
   void apply_settings(const LiveSettings& next, TimePoint when) {
-    static constexpr int kBudgets[] = {70, 140, 280, 560, 1120};
     std::string problem;
-    if (std::find(std::begin(kBudgets), std::end(kBudgets), next.image_budget) == std::end(kBudgets))
-      problem = "image budget " + std::to_string(next.image_budget) + " is not one of 70, 140, 280, 560, 1120";
+    if (!is_supported_budget(next.image_budget))
+      problem = "image budget " + std::to_string(next.image_budget) + " is not from 1 to " + std::to_string(kMaxImageBudget);
     else if (next.image_budget > rc.max_chunk)
       problem = "image budget " + std::to_string(next.image_budget) + " exceeds this session's max_chunk " + std::to_string(rc.max_chunk);
     else if (!(next.video_fps > 0)) problem = "video fps must be positive";

@@ -56,7 +56,7 @@ struct LiveSettings {
 
 struct SessionConfig {
   std::string system_prompt;
-  int image_budget = 280;              // soft tokens per video frame (70, 140, 280, 560, 1120)
+  int image_budget = 280;              // soft tokens per video frame (1..1120; HF offers 70..1120)
   double video_fps = 1.0;              // frames per second sampled into the model while a turn is open
   VadConfig vad;
   bool barge_in = true;                // user speech during an answer stops it

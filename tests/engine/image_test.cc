@@ -80,9 +80,40 @@ TEST(PlanResize, MatchesArchitectureDocTable) {
   }
 }
 
-TEST(PlanResize, RejectsUnsupportedBudgets) {
-  for (int budget : {0, -70, 69, 71, 100, 279, 281, 2240})
+TEST(PlanResize, RejectsBudgetsOutsideThePositionTables) {
+  for (int budget : {0, -70, 1121, 2240})
     EXPECT_THROW(plan_resize(640, 480, budget), std::invalid_argument) << "budget " << budget;
+}
+
+// Budgets below HF's five follow the same rule; the bundled model uses 16.
+TEST(PlanResize, SmallBudgetsFollowTheSameRule) {
+  // factor = sqrt(16 * 48^2 / (480 * 640)) = 0.3464: 166.3 -> 144 (3 rows), 221.7 -> 192 (4 columns).
+  const ResizePlan p = plan_resize(640, 480, 16);
+  EXPECT_EQ(p.width, 192);
+  EXPECT_EQ(p.height, 144);
+  EXPECT_EQ(p.n_tokens(), 12);
+  // A square frame at 16: factor = sqrt(16 * 2304 / 480^2) = 0.4 exactly: 192 x 192, 4 x 4 = the budget.
+  EXPECT_EQ(plan_resize(480, 480, 16).n_tokens(), 16);
+  // Budget 1 on 640x480: factor = 0.0866, th rounds down to 0, so th = 48 and
+  // tw = min(floor(640/480) * 48, 1 * 48) = 48: one patch.
+  EXPECT_EQ(plan_resize(640, 480, 1).n_tokens(), 1);
+}
+
+TEST(DefaultImageBudget, ComesFromThePreprocessorConfig) {
+  EXPECT_EQ(default_image_budget(std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a"), 70);
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("conflux-budget-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(default_image_budget(dir.string()), kDefaultImageBudget);  // no file: HF's default
+  std::ofstream(dir / "preprocessor_config.json") << R"({"max_soft_tokens": 16})";
+  EXPECT_EQ(default_image_budget(dir.string()), 16);
+  std::ofstream(dir / "preprocessor_config.json") << R"({"max_soft_tokens": 5000})";
+  try {
+    default_image_budget(dir.string());
+    ADD_FAILURE() << "a budget past the position tables was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("preprocessor_config.json: field max_soft_tokens"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PlanResize, RejectsDegenerateSizes) {
@@ -335,7 +366,7 @@ TEST(PreprocessCommand, HelpAndUsageErrors) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("usage: conflux preprocess"), std::string::npos) << help.out;
   // Usage errors exit 2 (CliError); a file that is not there is a runtime error, exit 1.
-  EXPECT_EQ(run(bin + " preprocess --image '" + kPreprocessDir + "cam640_b70.png' --budget 100 2>/dev/null").exit_code, 2);
+  EXPECT_EQ(run(bin + " preprocess --image '" + kPreprocessDir + "cam640_b70.png' --budget 2000 2>/dev/null").exit_code, 2);
   EXPECT_EQ(run(bin + " preprocess 2>/dev/null").exit_code, 2);
   EXPECT_EQ(run(bin + " preprocess --image /nonexistent/x.png 2>/dev/null").exit_code, 1);
 }

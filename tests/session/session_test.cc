@@ -404,7 +404,7 @@ TEST_F(SessionTest, LiveSettingsApplyFromTheirInputTime) {
   s.wait_idle();
   const double second_start = double(first.samples.size()) / kRate;
   LiveSettings bad = s.snapshot().settings;
-  bad.image_budget = 100;
+  bad.image_budget = 2000;
   s.update_settings(bad, at(t0, second_start));
   LiveSettings good = s.snapshot().settings;
   good.image_budget = 140;
@@ -422,7 +422,7 @@ TEST_F(SessionTest, LiveSettingsApplyFromTheirInputTime) {
   s.wait_idle();
   s.stop();
   ASSERT_EQ(errors.size(), 1u);
-  EXPECT_NE(errors[0].find("image budget 100"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("image budget 2000"), std::string::npos) << errors[0];
   EXPECT_EQ(s.snapshot().settings.image_budget, 140);
   // 480x336 at 70 tokens stays 10 x 7; at 140 it becomes 14 x 9 = 126 (plan_resize).
   ASSERT_GE(image_tokens.size(), 2u);

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Trains the bundled small model (assets/model) from scratch and regenerates everything derived from it:
+# the speech bank, the model, the parity cases, the held-out eval set and the demo recording. Seeded: the
+# same machine gives the same files. Not part of CI (about 2 hours on 2 cores); the results are committed.
+#
+#   tools/train.sh [STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=${1:-2400}
+PY=/usr/bin/python3  # Debian's Python, where python3-torch lives
+WORK=tools/train/work
+
+PACKAGES=(python3-torch python3-numpy libopenblas0-pthread espeak-ng sox)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+tools/setup.sh  # builds conflux (for the evaluation at the end)
+
+mkdir -p "$WORK"
+[ -f "$WORK/bank_train.npz" ] || $PY tools/train/speech.py "$WORK" 12000
+$PY tools/train/train.py --out assets/model --steps "$STEPS" | tee "$WORK/train.log"
+$PY tools/train/parity.py --model assets/model --out tests/data/small-model
+$PY tools/train/make_recordings.py eval --out tests/data/eval-set --per-task 8
+$PY tools/train/make_recordings.py demo --out assets/demo
+build/app/conflux eval --model assets/model --set tests/data/eval-set

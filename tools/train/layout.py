@@ -1,0 +1,239 @@
+"""Training sequences laid out exactly as the streaming session lays out a live turn (engine/session):
+
+  <bos>
+  <|turn>user\n
+    [<|image> patches <image|>]              the camera frame held when the turn opens
+    <|audio> frames ... <audio|>              speech: VAD pre-roll, the words, the hangover's silence
+    [<|image> patches <image|>]               a frame sampled every 1/fps s closes the audio segment;
+    <|audio> frames ... <audio|>              the next audio frame reopens one
+    [typed text]
+  <turn|>\n<|turn>model\n<|channel>thought\n<channel|>ANSWER<turn|>\n
+
+Loss is on the answer tokens and the <turn|> that ends them. Earlier turns (with their answers) may
+precede the last one, as in a running session.
+"""
+import random
+
+import numpy as np
+import torch
+
+import scenes
+import speech
+import tasks
+
+FRAME = 640
+FRAMES_PER_SECOND = 25  # 16000 / 640
+
+
+class Sample:
+    """One sequence: token ids with placeholders, the raw audio frames and image patches that fill them,
+    image block ids, and the loss targets."""
+
+    def __init__(self):
+        self.ids, self.targets, self.blocks = [], [], []
+        self.audio, self.audio_pos = [], []        # (640,) float32 frames and their positions
+        self.patches, self.patch_pos = [], []      # (N, 6912) tensors and their first position
+        self.patch_xy = []
+        self.n_blocks = 0
+
+    def text(self, tok, s, learn=False):
+        for i in tok.encode(s):
+            self.ids.append(i)
+            self.targets.append(learn)
+            self.blocks.append(-1)
+
+    def token(self, tok_id, learn=False):
+        self.ids.append(tok_id)
+        self.targets.append(learn)
+        self.blocks.append(-1)
+
+    def image(self, tok, patches, xs, ys):
+        self.token(tok.id("<|image>"))
+        self.patch_pos.append(len(self.ids))
+        self.patches.append(patches)
+        self.patch_xy.append((xs, ys))
+        for _ in range(patches.shape[0]):
+            self.ids.append(tok.id("<|image|>"))
+            self.targets.append(False)
+            self.blocks.append(self.n_blocks)
+        self.n_blocks += 1
+        self.token(tok.id("<image|>"))
+
+    def audio_frame(self, tok, frame):
+        self.audio_pos.append(len(self.ids))
+        self.audio.append(frame)
+        self.token(tok.id("<|audio|>"))
+
+
+def speech_frames(bank, clip_index, noise, rng):
+    """The frames a live session would append for one utterance: a few frames before the words (VAD
+    pre-roll and onset), the words, then the hangover's trailing silence. Float32 (n, 640)."""
+    clean = bank.clip(clip_index)
+    loud = np.flatnonzero(np.abs(clean) > 0.03 * np.abs(clean).max())
+    first, last = int(loud[0]), int(loud[-1])
+    start = max(0, first - rng.randint(2 * FRAME, 9 * FRAME))
+    end = min(len(clean), last + rng.randint(8 * FRAME, 25 * FRAME))
+    snr = None if rng.random() < 0.2 else rng.uniform(5, 30)
+    x = speech.mix_noise(clean[start:end], noise, rng, snr)
+    n = -(-len(x) // FRAME)
+    out = np.zeros((n, FRAME), np.float32)
+    out.reshape(-1)[:len(x)] = x
+    return out
+
+
+def camera_frames(shapes, nrng, count, budget):
+    """`count` frames of one scene as the camera sees it over a turn (fresh sensor noise each)."""
+    if nrng.random() < 0.3:
+        img = scenes.render(shapes, nrng)  # camera size, then the engine's resize
+    else:  # rendered directly at a size the resize rule maps to itself (cheaper, same patch grid)
+        w, h = scenes.FRAME_SIZES[nrng.integers(len(scenes.FRAME_SIZES))]
+        th, tw = scenes.plan_resize(w, h, budget)
+        img = scenes.render(shapes, nrng, (tw, th))
+    out = []
+    for _ in range(count):
+        noisy = np.clip(img.astype(np.float32) + nrng.normal(0, 2.0, img.shape).astype(np.float32), 0, 255)
+        out.append(scenes.preprocess(noisy.astype(np.uint8), budget))
+    return out
+
+
+def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None):
+    """Appends one complete user turn and its answer; returns (task, answer)."""
+    kind = kind or rng.choices(["command", "scene", "combined"], [0.35, 0.25, 0.4])[0]
+    shapes = tasks.random_scene(rng)
+    if kind == "command":
+        while True:
+            i = rng.randrange(len(bank.texts))
+            if bank.texts[i] not in tasks.SCENE_QUESTIONS:
+                break
+        spoken = bank.texts[i]
+        answer = command_answer(spoken)
+        camera = rng.random() < 0.5
+    elif kind == "combined":
+        while True:
+            i = rng.randrange(len(bank.texts))
+            if bank.texts[i] in tasks.SCENE_QUESTIONS:
+                answer = tasks.answer_question(bank.texts[i], shapes)
+                if answer is not None:
+                    break
+                shapes = tasks.random_scene(rng)
+        camera = True
+    else:
+        typed = tasks.SCENE_QUESTION if rng.random() < 0.7 else rng.choice(tasks.SCENE_QUESTIONS)
+        while (answer := tasks.answer_question(typed, shapes)) is None:
+            shapes = tasks.random_scene(rng)
+        camera = True
+
+    s.token(tok.id("<|turn>"))
+    s.text(tok, "user\n")
+    if kind == "scene":
+        (p, xs, ys), = camera_frames(shapes, nrng, 1, budget)
+        s.image(tok, p, xs, ys)
+        s.text(tok, typed)
+    else:
+        frames = speech_frames(bank, i, noise, rng)
+        image_at = set()
+        if camera:
+            k = rng.randrange(FRAMES_PER_SECOND)
+            while k < len(frames):
+                image_at.add(k)
+                k += FRAMES_PER_SECOND
+        views = camera_frames(shapes, nrng, 1 + len(image_at), budget) if camera else []
+        if camera:
+            s.image(tok, *views.pop())
+        segment_open = False
+        for j, f in enumerate(frames):
+            if j in image_at:  # the sampled frame is consumed before audio ending after its time
+                if segment_open:
+                    s.token(tok.id("<audio|>"))
+                    segment_open = False
+                s.image(tok, *views.pop())
+            if not segment_open:
+                s.token(tok.id("<|audio>"))
+                segment_open = True
+            s.audio_frame(tok, f)
+        if segment_open:
+            s.token(tok.id("<audio|>"))
+    s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
+    # The first answer token is predicted from the last prompt token, so the prompt's last target is on.
+    s.targets[-1] = True
+    s.text(tok, answer, learn=True)
+    s.token(tok.id("<turn|>"), learn=False)
+    s.text(tok, "\n")
+    return kind, answer
+
+
+def command_answer(spoken):
+    if all(w in tasks.DIGITS for w in spoken.split()):
+        return " ".join(str(tasks.DIGITS.index(w)) for w in spoken.split())
+    for said, answer in tasks.PHRASE_COMMANDS:
+        if said == spoken:
+            return answer
+    return spoken  # a colour or shape word is transcribed
+
+
+def make_sample(tok, rng, nrng, bank, noise, budget, turns=None):
+    s = Sample()
+    s.token(tok.id("<bos>"))
+    turns = turns or (2 if rng.random() < 0.2 else 1)
+    for _ in range(turns):
+        add_turn(s, tok, rng, nrng, bank, noise, budget)
+    return s
+
+
+def collate(samples, pad_id, row_tokens=None):
+    """Packs Samples into rows of at most row_tokens (default: the longest sample), each sample keeping its
+    own positions from 0 and seeing only itself, so no compute goes to padding. Labels: ids[t+1] where the
+    sample learns position t, else -100."""
+    row_tokens = max(row_tokens or 0, max(len(s.ids) for s in samples))
+    rows = []  # greedy first fit, longest first
+    for s in sorted(samples, key=lambda s: -len(s.ids)):
+        for r in rows:
+            if sum(len(x.ids) for x in r) + len(s.ids) <= row_tokens:
+                r.append(s)
+                break
+        else:
+            rows.append([s])
+    B, T = len(rows), max(sum(len(x.ids) for x in r) for r in rows)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    blocks = torch.full((B, T), -1, dtype=torch.long)
+    positions = torch.zeros((B, T), dtype=torch.long)
+    docs = torch.full((B, T), -1, dtype=torch.long)
+    audio_rows, audio, patch_rows, patches, xs, ys = [], [], [], [], [], []
+    block_base, doc = 0, 0
+    for b, row in enumerate(rows):
+        at = 0
+        for s in row:
+            n = len(s.ids)
+            ids[b, at:at + n] = torch.tensor(s.ids)
+            for t in range(n - 1):
+                if s.targets[t]:
+                    labels[b, at + t] = s.ids[t + 1]
+            bl = torch.tensor(s.blocks)
+            blocks[b, at:at + n] = torch.where(bl >= 0, bl + block_base, bl)
+            positions[b, at:at + n] = torch.arange(n)
+            docs[b, at:at + n] = doc
+            block_base += s.n_blocks
+            doc += 1
+            audio_rows += [b * T + at + p for p in s.audio_pos]
+            audio += s.audio
+            for pos, p, (x, y) in zip(s.patch_pos, s.patches, s.patch_xy):
+                patch_rows += list(range(b * T + at + pos, b * T + at + pos + p.shape[0]))
+                patches.append(p)
+                xs.append(x)
+                ys.append(y)
+            at += n
+    return {"ids": ids, "labels": labels, "blocks": blocks, "positions": positions, "docs": docs,
+            "audio_rows": torch.tensor(audio_rows, dtype=torch.long),
+            "audio": torch.from_numpy(np.stack(audio)) if audio else torch.zeros(0, FRAME),
+            "patch_rows": torch.tensor(patch_rows, dtype=torch.long),
+            "patches": torch.cat(patches) if patches else torch.zeros(0, 6912),
+            "xs": torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long),
+            "ys": torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long)}
+
+
+def forward_batch(model, batch):
+    emb_a = model.embed_audio(batch["audio"])
+    emb_v = model.embed_patches(batch["patches"], batch["xs"], batch["ys"])
+    rows = torch.cat([batch["audio_rows"], batch["patch_rows"]])
+    return model(batch["ids"], rows, torch.cat([emb_a, emb_v]), batch["blocks"], batch["positions"], batch["docs"])
