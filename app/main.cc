@@ -17,6 +17,7 @@ int cmd_devices(int argc, char** argv);
 int cmd_run(int argc, char** argv);
 int cmd_record(int argc, char** argv);
 int cmd_replay(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
 }  // namespace conflux::app
 
 namespace {
@@ -31,6 +32,7 @@ const Subcommand kSubcommands[] = {
     {"run", conflux::app::cmd_run, "the live assistant: window, or the terminal without a display (mic, camera or --media FILE)"},
     {"record", conflux::app::cmd_record, "run live and record what the model consumed into a folder"},
     {"replay", conflux::app::cmd_replay, "feed a recording (or a media file) back; checks the answers reproduce"},
+    {"serve", conflux::app::cmd_serve, "serve sessions over WebSocket (OpenAI-Realtime-style events; docs/network-api.md)"},
     {"generate", conflux::app::cmd_generate, "one chat turn (text, --image, --audio), streamed to stdout"},
     {"logits", conflux::app::cmd_logits, "evaluate a reference case file and write its logits rows"},
     {"tokenize", conflux::app::cmd_tokenize, "JSON strings on stdin -> JSON id arrays on stdout"},
