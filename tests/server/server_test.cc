@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -28,6 +29,7 @@
 #include "server/client.h"
 #include "server/codec.h"
 #include "server/server.h"
+#include "tests/session/speech_timeline.h"
 
 namespace conflux::server {
 namespace {
@@ -329,6 +331,59 @@ TEST_F(ServerTest, BadMessagesGetErrorEventsAndTheConnectionStaysUsable) {
   // Instructions are fixed once the session has started.
   c.send({{"type", "session.update"}, {"session", {{"instructions", "be brief"}}}});
   expect_error("session_started", "instructions after the first input");
+}
+
+TEST_F(ServerTest, ServerVadEndsTheTurnAndAnswers) {
+  for (const char* tool : {"espeak-ng", "sox"}) ASSERT_TRUE(tool_available(tool)) << tool << " is missing: tools/setup.sh installs it";
+  const Clip clip = synthesize(*dir_, "vad", "-v en-us -s 160", "what do you see on the table");
+  const Timeline timeline = build_timeline({&clip}, {1.0, 1.5});
+  const std::vector<uint8_t> pcm = float_to_pcm16(timeline.samples.data(), timeline.samples.size());
+  Server server(*model_, *tok_, base_config());  // server_vad is the default
+  server.start();
+  RealtimeClient c(client_options(server));
+  const json created = c.read_until("session.created", 10s);
+  ASSERT_EQ(created["session"]["turn_detection"]["type"], "server_vad");
+  c.send({{"type", "session.update"}, {"session", {{"max_response_output_tokens", 6}}}});
+  for (size_t off = 0; off < pcm.size(); off += 3200) c.send_binary(pcm.data() + off, std::min<size_t>(3200, pcm.size() - off));
+  const json started = c.read_until("input_audio_buffer.speech_started", 30s);
+  const json stopped = c.read_until("input_audio_buffer.speech_stopped", 30s);
+  // Onset and end on the audio timeline, near the utterance's true extent (VAD debounce and hangover:
+  // onset within 0.5 s before/after, end up to 1.2 s after the true end).
+  const double start_s = started["audio_start_ms"].get<double>() / 1000, end_s = stopped["audio_end_ms"].get<double>() / 1000;
+  EXPECT_NEAR(start_s, timeline.true_start_s[0], 0.5);
+  EXPECT_GT(end_s, timeline.true_end_s[0]);
+  EXPECT_LT(end_s, timeline.true_end_s[0] + 1.2);
+  const Answer a = read_answer(c);
+  EXPECT_EQ(a.metrics["response"]["trigger"], "end_of_speech");
+  EXPECT_EQ(a.done["response"]["usage"]["output_tokens"], 6);
+}
+
+TEST_F(ServerTest, Base64AndPcm16RoundTrip) {
+  // Every length mod 3 (padding 0, 1, 2), all byte values.
+  for (size_t n : {0, 1, 2, 3, 4, 5, 255, 256, 257}) {
+    std::vector<uint8_t> bytes(n);
+    for (size_t i = 0; i < n; ++i) bytes[i] = uint8_t(i * 37 + 11);
+    const std::string text = base64_encode(bytes.data(), n);
+    EXPECT_EQ(text.size() % 4, 0u);
+    std::string error;
+    const auto back = base64_decode(text, error);
+    ASSERT_TRUE(back) << error;
+    EXPECT_EQ(*back, bytes) << n;
+  }
+  std::string error;
+  EXPECT_EQ(*base64_decode("aGVsbG8=", error), std::vector<uint8_t>({'h', 'e', 'l', 'l', 'o'}));
+  EXPECT_EQ(*base64_decode("aGVsbG8", error), std::vector<uint8_t>({'h', 'e', 'l', 'l', 'o'}));  // unpadded
+  EXPECT_FALSE(base64_decode("aGV$bG8=", error));
+  EXPECT_NE(error.find("offset 3"), std::string::npos) << error;
+  EXPECT_FALSE(base64_decode("aGVsb", error));  // one character left over
+  EXPECT_FALSE(base64_decode("a=GV", error));   // padding inside
+  // PCM16: s / 32768 exactly (as read_wav), and back to the same integers.
+  const int16_t ints[] = {-32768, -1, 0, 1, 12345, 32767};
+  std::vector<float> f;
+  pcm16_to_float(reinterpret_cast<const uint8_t*>(ints), 6, f);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(f[size_t(i)], float(ints[i]) / 32768.f);
+  const std::vector<uint8_t> again = float_to_pcm16(f.data(), f.size());
+  EXPECT_EQ(0, std::memcmp(again.data(), ints, sizeof ints));
 }
 
 TEST_F(ServerTest, CancelStopsARunningResponse) {
