@@ -65,7 +65,13 @@ double ms(Clock::time_point a, Clock::time_point b) { return std::chrono::durati
 
 // One client: connect, configure, then `turns` x (images, audio, commit, text, response.create, answer).
 // Returns the last-audio -> first-delta latency of each turn.
-std::vector<double> run_client(const Options& o, const std::vector<uint8_t>& pcm, int index, std::barrier<>* start) {
+struct TurnTimes {
+  std::vector<double> last_audio_to_first_delta_ms;  // client clock
+  std::vector<double> turn_end_to_first_token_ms;    // server's conflux.metrics
+  std::vector<double> decode_ms_per_token;           // server's conflux.metrics
+};
+
+TurnTimes run_client(const Options& o, const std::vector<uint8_t>& pcm, int index, std::barrier<>* start) {
   RealtimeClient c(o.net);
   c.read_until("session.created", std::chrono::seconds(30));
   json td = nullptr;
@@ -73,7 +79,8 @@ std::vector<double> run_client(const Options& o, const std::vector<uint8_t>& pcm
   c.send({{"type", "session.update"}, {"session", {{"turn_detection", td}, {"max_response_output_tokens", o.max_tokens}}}});
   c.read_until("session.updated", std::chrono::seconds(30));
   if (start) start->arrive_and_wait();
-  std::vector<double> latencies;
+  TurnTimes times;
+  std::vector<double>& latencies = times.last_audio_to_first_delta_ms;
   const size_t chunk_bytes = size_t(o.chunk_ms) * 16 * 2;  // 16 samples per ms, 2 bytes each
   for (int turn = 0; turn < o.turns; ++turn) {
     for (const std::string& path : o.images) {
@@ -115,11 +122,14 @@ std::vector<double> run_client(const Options& o, const std::vector<uint8_t>& pcm
       }
     });
     if (first) latencies.push_back(-1);  // an empty answer: no delta to time
+    const json& r = metrics["response"];
+    if (r["turn_end_to_first_token_ms"].is_number()) times.turn_end_to_first_token_ms.push_back(r["turn_end_to_first_token_ms"]);
+    if (r["decode_ms_per_token"].is_number()) times.decode_ms_per_token.push_back(r["decode_ms_per_token"]);
     if (!o.quiet && o.clients == 1) std::printf("\n[metrics] %s\n", metrics["response"].dump().c_str());
     else if (!o.quiet) std::printf("client %d turn %d: %s\n", index, turn, answer.c_str());
   }
   c.close();
-  return latencies;
+  return times;
 }
 
 double percentile(std::vector<double> v, double q) {
@@ -163,7 +173,7 @@ int main(int argc, char** argv) {
     if (rate != 16000) throw std::runtime_error(o.wav + " is " + std::to_string(rate) + " Hz; the API takes 16 kHz (sox in.wav -r 16000 out.wav)");
     const std::vector<uint8_t> pcm = conflux::server::float_to_pcm16(samples.data(), samples.size());
 
-    std::vector<std::vector<double>> per_client(size_t(o.clients));
+    std::vector<TurnTimes> per_client(size_t(o.clients));
     std::barrier<> start(o.clients);
     std::vector<std::thread> threads;
     std::mutex err_mu;
@@ -180,13 +190,19 @@ int main(int argc, char** argv) {
         }
       });
     for (auto& t : threads) t.join();
-    std::vector<double> all;
-    for (const auto& v : per_client)
-      for (double x : v)
+    std::vector<double> all, turn_end, decode;
+    for (const auto& t : per_client) {
+      for (double x : t.last_audio_to_first_delta_ms)
         if (x >= 0) all.push_back(x);
-    if (o.clients > 1 || o.turns > 1)
+      turn_end.insert(turn_end.end(), t.turn_end_to_first_token_ms.begin(), t.turn_end_to_first_token_ms.end());
+      decode.insert(decode.end(), t.decode_ms_per_token.begin(), t.decode_ms_per_token.end());
+    }
+    if (o.clients > 1 || o.turns > 1) {
       std::printf("last-audio -> first-delta over %zu turns (%d clients x %d turns): p50 %.1f ms, p95 %.1f ms, max %.1f ms\n",
                   all.size(), o.clients, o.turns, percentile(all, 0.5), percentile(all, 0.95), percentile(all, 1.0));
+      std::printf("server: turn end -> first token p50 %.1f ms, p95 %.1f ms; decode p50 %.1f ms/token\n", percentile(turn_end, 0.5),
+                  percentile(turn_end, 0.95), percentile(decode, 0.5));
+    }
     return failures ? 1 : 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "conflux-realtime-client: %s\n", e.what());

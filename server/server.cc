@@ -40,6 +40,7 @@ constexpr int kSampleRate = 16000;   // PCM16 mono at the audio embedder's rate
 constexpr int kFrameSamples = 640;   // 40 ms: one audio soft token; audio reaches the session in whole frames
 constexpr size_t kReadChunk = 64 << 10;               // bytes taken per read_some: the buffer overshoots a limit by at most this
 constexpr auto kHttpTimeout = std::chrono::seconds(10);  // to send a complete upgrade request
+constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr auto kOverflowCloseGrace = std::chrono::seconds(1);  // for the close frame before the socket is cut
 constexpr int kImageBudgets[] = {70, 140, 280, 560, 1120};
 
@@ -414,7 +415,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
                         " active); try again later");
     holds_slot_ = true;
     beast::get_lowest_layer(ws_).expires_never();
-    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    // A connection that sends nothing for kIdleTimeout is pinged halfway through; no answer (no pong, no
+    // message) by the end of it closes the connection and frees its slot (a peer that vanished).
+    websocket::stream_base::timeout timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+    timeouts.idle_timeout = kIdleTimeout;
+    timeouts.keep_alive_pings = true;
+    ws_.set_option(timeouts);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "conflux-serve"); }));
     // Messages past max_message_bytes are read and discarded piecewise (an error event, the connection

@@ -46,10 +46,10 @@ std::string read_file(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-// `conflux ARGS`: stdout only (stderr carries the timing line).
-std::string run_conflux(const std::string& args, int* exit_code) {
+// `conflux ARGS`: stdout only (stderr carries the timing line), or both with `with_stderr`.
+std::string run_conflux(const std::string& args, int* exit_code, bool with_stderr = false) {
   std::string out;
-  FILE* p = popen((std::string(CONFLUX_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
+  FILE* p = popen((std::string(CONFLUX_BINARY) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
   if (!p) return out;
   char buf[4096];
   for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
@@ -467,6 +467,12 @@ TEST_F(ServerTest, NonLoopbackBindRequiresAndChecksTheToken) {
   EXPECT_TRUE(is_loopback_address("::1"));
   EXPECT_FALSE(is_loopback_address("0.0.0.0"));
   EXPECT_FALSE(is_loopback_address("192.168.1.10"));
+
+  // The command refuses the same before loading anything.
+  int code = -1;
+  const std::string said = run_conflux("serve --model " + kTinyA + " --host 0.0.0.0 --port 0", &code, true);
+  EXPECT_EQ(code, 2) << said;
+  EXPECT_NE(said.find("--token"), std::string::npos) << said;
 
   cfg.token = "s3cret-token";
   Server server(*model_, *tok_, cfg);  // all interfaces; the test connects through 127.0.0.1
