@@ -129,6 +129,7 @@ struct Server::Impl {
   tcp::acceptor acceptor;
   std::thread io_thread;
   std::vector<std::weak_ptr<Connection>> connections;  // network thread only (and stop(), after it ended)
+  std::atomic<int> open_connections{0};                // accepted sockets not yet finished
   uint64_t next_id = 1;
 
   mutable std::mutex stats_mu;
@@ -332,6 +333,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Server::Impl& server, tcp::socket socket, uint64_t id)
       : srv_(server), id_(id), ws_(std::move(socket)), overflow_timer_(server.io) {
+    ++srv_.open_connections;
     cfg_ = srv_.cfg.session;
     cfg_.inputs_in_order = true;  // one producer, stamped in message order (see stamp())
     // The session's own audio queue (producer blocks when full) is sized past the server's limit, which
@@ -366,10 +368,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->on_http(ec); });
   }
 
+  // Server::stop(), on the network thread: a close frame 1001 "server shutting down" to an upgraded
+  // client (the session is abandoned at once); anything else is just closed.
+  void close_going_away() {
+    if (finished_) return;
+    release_session();
+    if (!upgraded_ || writing_ || closing_) return finish("server stopped");
+    closing_ = true;  // no more reads handled, no more writes started
+    ws_.async_close(websocket::close_reason(websocket::close_code::going_away, "server shutting down"),
+                    [self = shared_from_this()](beast::error_code) { self->finish("server stopped"); });
+  }
+
   // Server::stop(), after the network thread ended: the session goes now, on the caller's thread.
   void shut_down_now() {
     if (finished_) return;
     finished_ = true;
+    --srv_.open_connections;
     if (holds_slot_) {
       holds_slot_ = false;
       if (session_) session_->abandon();
@@ -448,6 +462,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void on_accept(beast::error_code ec) {
     if (ec) return finish("WebSocket handshake failed (" + ec.message() + ")");
+    upgraded_ = true;
     srv_.log("connection " + std::to_string(id_) + ": session started");
     outbox_->send({{"type", "session.created"}, {"session", session_object()}});
     read_more();
@@ -465,7 +480,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return finish("read failed (" + ec.message() + ")");
     }
     if (finished_) return;
-    if (overflow_closing_) {  // closing: keep reading only so that the close handshake can complete
+    if (closing_) {  // closing: keep reading only so that the close handshake can complete
       read_buffer_.consume(read_buffer_.size());
       return read_more();
     }
@@ -853,7 +868,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // ------------------------------------------------------------------ writing
   void flush() {
-    if (writing_ || finished_ || overflow_closing_) return;
+    if (writing_ || finished_ || closing_) return;
     {
       std::lock_guard<std::mutex> lock(outbox_->mu);
       if (outbox_->queue.empty()) {
@@ -876,8 +891,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The client stopped reading and its queue overflowed: its session goes at once (inference stops), a
   // close frame is attempted, and the socket is cut if that cannot be sent within a second.
   void on_overflow() {
-    if (finished_ || overflow_closing_) return;
-    overflow_closing_ = true;
+    if (finished_ || closing_) return;
+    closing_ = true;
     srv_.update_stats([](ServerStats& s) { ++s.closed_send_overflow; });
     srv_.log("connection " + std::to_string(id_) + ": send queue overflow: closing (client is not reading)");
     release_session();
@@ -902,6 +917,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void finish(const std::string& why) {
     if (finished_) return;
     finished_ = true;
+    --srv_.open_connections;
     const bool had_slot = holds_slot_;
     release_session();
     uint64_t dropped = 0;
@@ -911,7 +927,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       outbox_->queue.clear();
     }
     if (dropped) srv_.update_stats([&](ServerStats& s) { s.events_not_delivered += dropped; });
-    if (had_slot || overflow_closing_)
+    if (had_slot || closing_)
       srv_.log("connection " + std::to_string(id_) + ": closed: " + why + (dropped ? " (" + std::to_string(dropped) + " events not delivered)" : ""));
     beast::error_code ignored;
     overflow_timer_.cancel();
@@ -928,7 +944,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool oversized_ = false;
   size_t discarded_ = 0;
   std::string write_msg_;
-  bool writing_ = false, finished_ = false, overflow_closing_ = false, holds_slot_ = false;
+  bool writing_ = false, finished_ = false, closing_ = false, holds_slot_ = false, upgraded_ = false;
   std::shared_ptr<Outbox> outbox_;
   std::shared_ptr<EventTranslator> translator_;
 
@@ -994,7 +1010,13 @@ void Server::stop() {
   net::post(impl_->io, [this] {
     beast::error_code ignored;
     impl_->acceptor.close(ignored);
+    for (auto& w : impl_->connections)
+      if (auto c = w.lock()) c->close_going_away();
   });
+  // Up to a second for the close handshakes; a client that does not answer is cut below.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (impl_->open_connections > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   impl_->io.stop();
   impl_->io_thread.join();
   for (auto& w : impl_->connections)

@@ -10,6 +10,7 @@
 // and `conflux generate`), and sample with temperature 1 and a per-client seed: then answers differ from
 // client to client, and a mix-up between sessions would show.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -497,6 +498,58 @@ TEST_F(ServerTest, NonLoopbackBindRequiresAndChecksTheToken) {
   o.target = "/?token=s3cret-token";
   RealtimeClient with_query(o);
   with_query.read_until("session.created", 10s);
+}
+
+}  // namespace
+}  // namespace conflux::server
+
+namespace conflux::server {
+namespace {
+
+// The command itself: `conflux serve --port 0` prints the port it got, answers a client, and on SIGTERM
+// closes the connection, prints its totals and exits 0.
+TEST(ServeCommand, ServesAClientAndStopsCleanlyOnSigterm) {
+  const fs::path log = fs::temp_directory_path() / ("conflux_serve_cmd_" + std::to_string(::getpid()) + ".log");
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    FILE* f = std::freopen(log.c_str(), "w", stderr);
+    (void)f;
+    execl(CONFLUX_BINARY, CONFLUX_BINARY, "serve", "--model", kTinyA.c_str(), "--port", "0", "--threads", "1", "--max-tokens", "4",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int port = 0;
+  for (int i = 0; i < 300 && port == 0; ++i) {  // up to 30 s for the model to load
+    const std::string text = read_file(log);
+    const size_t at = text.find("listening on ws://127.0.0.1:");
+    if (at != std::string::npos) port = std::atoi(text.c_str() + at + std::strlen("listening on ws://127.0.0.1:"));
+    else std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GT(port, 0) << read_file(log);
+  {
+    ClientOptions o;
+    o.port = port;
+    RealtimeClient c(o);
+    c.read_until("session.created", 10s);
+    c.send(text_item("hello"));
+    c.send({{"type", "response.create"}});
+    const json done = c.read_until("response.done", 60s);
+    EXPECT_EQ(done["response"]["usage"]["output_tokens"], 4);  // --max-tokens 4 is the session default
+    ::kill(pid, SIGTERM);  // while the client is still connected
+    try {
+      for (;;) c.read(10s);
+    } catch (const ConnectionClosed& e) {
+      EXPECT_EQ(e.code, 1001) << e.what();  // going away
+      EXPECT_EQ(e.reason, "server shutting down");
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  const std::string text = read_file(log);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << text;
+  EXPECT_NE(text.find("1 sessions served"), std::string::npos) << text;
+  fs::remove(log);
 }
 
 }  // namespace
