@@ -387,6 +387,37 @@ TEST_F(ServerTest, Base64AndPcm16RoundTrip) {
   EXPECT_EQ(0, std::memcmp(again.data(), ints, sizeof ints));
 }
 
+TEST_F(ServerTest, QueuedAudioIsBounded) {
+  ServerConfig cfg = base_config();
+  cfg.max_queued_audio_s = 0.5;
+  Server server(*model_, *tok_, cfg);
+  server.start();
+  RealtimeClient c(client_options(server));
+  c.read_until("session.created", 10s);
+  c.send({{"type", "session.update"}, {"session", {{"turn_detection", nullptr}, {"max_response_output_tokens", 1500}}}});
+  c.read_until("session.updated", 10s);
+  const std::vector<uint8_t> second = test_pcm(300, 1.0, 0, 3), part = test_pcm(300, 0.3, 0, 4);  // 16000 and 4800 samples
+  c.send_binary(second.data(), second.size());  // alone more than the limit
+  const json refused = c.read_until("error", 10s);
+  EXPECT_EQ(refused["error"]["code"], "audio_queue_full") << refused.dump();
+  c.send_binary(part.data(), part.size());  // 0.3 s: taken (7.5 frames; the half frame is padded below)
+  c.send({{"type", "input_audio_buffer.commit"}});
+  c.read_until("input_audio_buffer.committed", 10s);
+  c.send({{"type", "response.create"}});
+  c.read_until("response.text.delta", 30s);
+  // While the answer runs the session takes no audio into the model: the second 0.3 s chunk brings the
+  // waiting audio to 0.6 s and is refused; nothing blocks.
+  c.send_binary(part.data(), part.size());
+  c.send_binary(part.data(), part.size());
+  const json full = c.read_until("error", 10s);
+  EXPECT_EQ(full["error"]["code"], "audio_queue_full") << full.dump();
+  c.send({{"type", "response.cancel"}});
+  const Answer a = read_answer(c, 60s);
+  EXPECT_EQ(a.done["response"]["status"], "cancelled");
+  // Only the accepted 0.3 s (8 frames, the last one padded) reached the model before the answer.
+  EXPECT_EQ(a.metrics["session"]["audio_frames_in_kv"].get<int64_t>(), 8);
+}
+
 TEST_F(ServerTest, CancelStopsARunningResponse) {
   Server server(*model_, *tok_, base_config());
   server.start();
