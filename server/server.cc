@@ -237,6 +237,7 @@ struct EventTranslator {
   int responses = 0;
   std::string response_id;
   TimePoint answer_started{};
+  int64_t last_audio_at_start_ns = 0;  // last_audio_arrival_ns when this answer began
 
   static int64_t ns(TimePoint t) { return t.time_since_epoch().count(); }
   static TimePoint tp(int64_t n) { return TimePoint(SessionClock::duration(n)); }
@@ -254,6 +255,7 @@ struct EventTranslator {
         response_id = "resp_" + std::to_string(++responses);
         answering = true;
         answer_started = SessionClock::now();
+        last_audio_at_start_ns = last_audio_arrival_ns.load();
         out->send({{"type", "response.created"},
                    {"response", {{"id", response_id}, {"object", "realtime.response"}, {"status", "in_progress"}, {"output", json::array()}}}});
         break;
@@ -292,7 +294,9 @@ struct EventTranslator {
     // Per-stage latencies: this answer's, then the session's rolling statistics.
     static const char* const kTriggers[] = {"end_of_speech", "typed_text", "push_to_talk", "commentary", "request"};
     auto opt_ms = [](TimePoint a, TimePoint b) { return a == TimePoint{} || b == TimePoint{} ? json(nullptr) : json(ms_between(a, b)); };
-    const int64_t last_audio = last_audio_arrival_ns.load();
+    // Only for answers the client asked for: with the VAD the client keeps streaming (silence) after the
+    // turn ends, and turn_end_to_first_token_ms is the measure.
+    const int64_t last_audio = t.trigger == TurnTrigger::Request ? last_audio_at_start_ns : 0;
     json response = {{"trigger", kTriggers[int(t.trigger)]},
                      {"tokens", t.n_tokens},
                      {"interrupted", t.interrupted},

@@ -356,6 +356,8 @@ TEST_F(ServerTest, ServerVadEndsTheTurnAndAnswers) {
   EXPECT_LT(end_s, timeline.true_end_s[0] + 1.2);
   const Answer a = read_answer(c);
   EXPECT_EQ(a.metrics["response"]["trigger"], "end_of_speech");
+  EXPECT_TRUE(a.metrics["response"]["turn_end_to_first_token_ms"].is_number());
+  EXPECT_TRUE(a.metrics["response"]["last_audio_to_first_token_ms"].is_null());  // only for response.create
   EXPECT_EQ(a.done["response"]["usage"]["output_tokens"], 6);
 }
 
