@@ -172,7 +172,7 @@ int run_live_bench(const Args& args, const Model& model, const Tokenizer& tok) {
   if (args.get_or("speed", "realtime") != "max" && args.get_or("speed", "realtime") != "realtime")
     throw CliError("--speed must be realtime or max");
   const int turns = args.get_int("turns", 3);
-  const int budget = args.get_int("budget", 70);
+  const int budget = args.get_int("budget", default_image_budget(args.get_or("model", "")));
   const int answer_tokens = args.get_int("answer-tokens", 16);
   const int threads = args.get_int("threads", 0);
   const double fps = args.get_double("video-fps", 5);

@@ -43,7 +43,7 @@ const char* kUsage =
     "  plays a scripted live timeline (espeak-ng speech between silences, videotestsrc camera frames)\n"
     "  through the streaming session and reports audio/video frame->KV latency, end-of-turn->first-token\n"
     "  (p50/p95/p99), decode tokens/s, real-time factor, drops and peak RSS; --encoder-baseline adds the\n"
-    "  same run with E4B-sized stand-in encoders. Also: --turns N (3), --budget N (70), --video-fps F (5),\n"
+    "  same run with E4B-sized stand-in encoders. Also: --turns N (3), --budget N (the model's), --video-fps F (5),\n"
     "  --answer-tokens N (16), --threads N.\n";
 
 // pp512 convention (llama-bench): the prompt goes in 512-row decode calls.

@@ -18,6 +18,7 @@ int cmd_run(int argc, char** argv);
 int cmd_record(int argc, char** argv);
 int cmd_replay(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
 }  // namespace conflux::app
 
 namespace {
@@ -33,6 +34,7 @@ const Subcommand kSubcommands[] = {
     {"record", conflux::app::cmd_record, "run live and record what the model consumed into a folder"},
     {"replay", conflux::app::cmd_replay, "feed a recording (or a media file) back; checks the answers reproduce"},
     {"eval", conflux::app::cmd_eval, "accuracy through the live path: replay a set of recordings, score the answers"},
+    {"serve", conflux::app::cmd_serve, "serve sessions over WebSocket (OpenAI-Realtime-style events; docs/network-api.md)"},
     {"generate", conflux::app::cmd_generate, "one chat turn (text, --image, --audio), streamed to stdout"},
     {"logits", conflux::app::cmd_logits, "evaluate a reference case file and write its logits rows"},
     {"tokenize", conflux::app::cmd_tokenize, "JSON strings on stdin -> JSON id arrays on stdout"},

@@ -134,19 +134,8 @@ uint8_t composite_over_white(uint8_t color, uint8_t alpha) {
 
 }  // namespace
 
-ImageRGB load_image(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw std::runtime_error("image file not found: " + path);
-  if (std::filesystem::is_directory(path, ec)) throw std::runtime_error("image path is a directory: " + path);
-  int width = 0, height = 0, channels_in_file = 0;
-  // Always decoded as RGBA so that transparent images can be composited like HF does (below).
-  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
-      stbi_load(path.c_str(), &width, &height, &channels_in_file, kChannelsWithAlpha), stbi_image_free);
-  if (!pixels) {
-    const char* reason = stbi_failure_reason();
-    throw std::runtime_error("cannot decode image " + path + " (not a PNG/JPEG or corrupt: " +
-                             (reason ? reason : "unknown reason") + ")");
-  }
+// stb's RGBA pixels as RGB8, transparent images composited over white as HF does.
+static ImageRGB rgb_from_rgba(const stbi_uc* src, int width, int height, int channels_in_file) {
   // Gray+alpha and RGBA files (and palette/tRNS transparency, which stb expands to alpha).
   const bool has_alpha = channels_in_file == 2 || channels_in_file == 4;
   ImageRGB img;
@@ -154,7 +143,6 @@ ImageRGB load_image(const std::string& path) {
   img.height = height;
   const size_t n_pixels = static_cast<size_t>(width) * height;
   img.rgb.resize(n_pixels * kChannels);
-  const stbi_uc* src = pixels.get();
   for (size_t i = 0; i < n_pixels; ++i) {
     const uint8_t alpha = src[i * kChannelsWithAlpha + kChannels];
     for (int c = 0; c < kChannels; ++c) {
@@ -163,6 +151,41 @@ ImageRGB load_image(const std::string& path) {
     }
   }
   return img;
+}
+
+ImageRGB load_image(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw std::runtime_error("image file not found: " + path);
+  if (std::filesystem::is_directory(path, ec)) throw std::runtime_error("image path is a directory: " + path);
+  int width = 0, height = 0, channels_in_file = 0;
+  // Always decoded as RGBA so that transparent images can be composited like HF does.
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+      stbi_load(path.c_str(), &width, &height, &channels_in_file, kChannelsWithAlpha), stbi_image_free);
+  if (!pixels) {
+    const char* reason = stbi_failure_reason();
+    throw std::runtime_error("cannot decode image " + path + " (not a PNG/JPEG or corrupt: " +
+                             (reason ? reason : "unknown reason") + ")");
+  }
+  return rgb_from_rgba(pixels.get(), width, height, channels_in_file);
+}
+
+bool image_dimensions(const uint8_t* data, size_t size, int& width, int& height) {
+  int channels = 0;
+  if (size == 0 || size > size_t(INT32_MAX)) return false;
+  return stbi_info_from_memory(data, int(size), &width, &height, &channels) != 0 && width > 0 && height > 0;
+}
+
+ImageRGB decode_image(const uint8_t* data, size_t size, const std::string& what) {
+  if (size == 0 || size > size_t(INT32_MAX)) throw std::runtime_error("cannot decode image " + what + " (" + std::to_string(size) + " bytes)");
+  int width = 0, height = 0, channels_in_file = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+      stbi_load_from_memory(data, int(size), &width, &height, &channels_in_file, kChannelsWithAlpha), stbi_image_free);
+  if (!pixels) {
+    const char* reason = stbi_failure_reason();
+    throw std::runtime_error("cannot decode image " + what + " (not a PNG/JPEG or corrupt: " +
+                             (reason ? reason : "unknown reason") + ")");
+  }
+  return rgb_from_rgba(pixels.get(), width, height, channels_in_file);
 }
 
 void save_png(const std::string& path, const ImageRGB& img) {

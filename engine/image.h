@@ -20,6 +20,11 @@ constexpr int kPatchValues = kModelPatchSize * kModelPatchSize * 3;
 
 // Loads PNG or JPEG (anything stb_image reads), converted to RGB8. Throws naming the file on failure.
 ImageRGB load_image(const std::string& path);
+// The same for PNG/JPEG bytes in memory (a network message); `what` names the source in errors.
+ImageRGB decode_image(const uint8_t* data, size_t size, const std::string& what);
+// Width and height read from the header without decoding (to refuse huge images before decoding them);
+// false when the bytes are not an image stb_image can read.
+bool image_dimensions(const uint8_t* data, size_t size, int& width, int& height);
 // Writes an RGB8 PNG. Throws naming the file on failure.
 void save_png(const std::string& path, const ImageRGB& img);
 

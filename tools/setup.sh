@@ -9,6 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libstb-dev libgtest-dev libwebrtc-audio-processing-dev espeak-ng sox
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-tools
   portaudio19-dev libsoxr-dev alsa-utils
+  libboost-dev
   libimgui-dev libglfw3-dev xvfb xauth mesa-utils libgl1-mesa-dri fonts-dejavu-core
 )
 missing=()

@@ -41,7 +41,7 @@ struct VideoItem {
 };
 
 struct ControlItem {
-  enum class Kind { Text, PushToTalkDown, PushToTalkUp, Settings } kind;
+  enum class Kind { Text, PushToTalkDown, PushToTalkUp, Settings, UserText, Request } kind;
   std::string text;
   TimePoint when;
   LiveSettings settings{};  // Kind::Settings
@@ -106,6 +106,7 @@ struct Session::Impl {
   BoundedQueue<VideoItem> video_queue;
   BoundedQueue<ControlItem> control_queue;
   std::atomic<bool> cancel{false};
+  std::atomic<bool> abandoned{false};
 
   // Wake-up and idle tracking.
   std::mutex wake_mu;
@@ -442,7 +443,7 @@ struct Session::Impl {
   // Between answer tokens: classify newly arrived audio (for barge-in) without appending it.
   // Returns true when the answer must stop.
   bool poll_during_answer() {
-    if (cancel.exchange(false)) return true;
+    if (cancel.exchange(false) || abandoned) return true;
     bool barge = false;
     // Classified-but-unconsumed frames are bounded like the queue itself: past that, audio waits in the
     // queue (the producer feels the backpressure) instead of piling up here.
@@ -611,12 +612,24 @@ struct Session::Impl {
       apply_settings(c.settings, c.when);
       return;
     }
+    if (c.kind == ControlItem::Kind::UserText) {
+      open_turn();
+      close_segment();
+      append_text(chat_trim(c.text), false);
+      return;
+    }
+    if (c.kind == ControlItem::Kind::Request) {
+      end_turn(TurnTrigger::Request, SessionClock::now(), "");
+      return;
+    }
     if (cfg.recorder) {
       if (c.kind == ControlItem::Kind::Text) cfg.recorder->on_text(c.text, c.when);
       else cfg.recorder->on_push_to_talk(c.kind == ControlItem::Kind::PushToTalkDown, c.when);
     }
     switch (c.kind) {
-      case ControlItem::Kind::Settings: break;  // handled above
+      case ControlItem::Kind::Settings:
+      case ControlItem::Kind::UserText:
+      case ControlItem::Kind::Request: break;  // handled above
       case ControlItem::Kind::Text: end_turn(TurnTrigger::TypedText, SessionClock::now(), c.text); break;
       case ControlItem::Kind::PushToTalkDown: ptt_down = true; break;
       case ControlItem::Kind::PushToTalkUp:
@@ -651,6 +664,7 @@ struct Session::Impl {
                      TimePoint& waiting_since) {
     bool progressed = false;
     for (;;) {
+      if (abandoned) return progressed;
       if (!video_head) {
         if (auto v = video_queue.try_pop()) {
           note_consumed();
@@ -687,7 +701,7 @@ struct Session::Impl {
       // briefly for it so that the order stays the timestamp order.
       const TimePoint audio_reached = audio_t0 + std::chrono::duration_cast<SessionClock::duration>(
                                                      std::chrono::duration<double>(double(samples_framed) / kSampleRate));
-      const bool audio_behind = audio_clock_started && audio_reached < *other_t;
+      const bool audio_behind = !cfg.inputs_in_order && audio_clock_started && audio_reached < *other_t;
       if (audio_behind && !stopping_now()) {
         if (waiting_since == TimePoint{}) waiting_since = SessionClock::now();
         if (SessionClock::now() - waiting_since < kAudioOrderingWait) {
@@ -742,6 +756,12 @@ struct Session::Impl {
       busy = false;
       drained = consumed == pushed && !video_head && !control_head && ready_frames.empty();
       if (drained) idle_cv.notify_all();
+      if (abandoned) {
+        drained = true;
+        idle_cv.notify_all();
+        if (cfg.recorder) cfg.recorder->on_stop();
+        return;
+      }
       if (stopping && drained) {
         if (cfg.recorder) cfg.recorder->on_stop();
         return;
@@ -844,7 +864,25 @@ void Session::push_to_talk(bool pressed, TimePoint when) {
   if (impl_->control_queue.push(ControlItem{kind, "", when})) impl_->notify_pushed();
 }
 
+void Session::push_user_text(std::string text, TimePoint when) {
+  if (impl_->control_queue.push(ControlItem{ControlItem::Kind::UserText, std::move(text), when})) impl_->notify_pushed();
+}
+
+void Session::request_answer(TimePoint when) {
+  if (impl_->control_queue.push(ControlItem{ControlItem::Kind::Request, "", when})) impl_->notify_pushed();
+}
+
 void Session::cancel_answer() { impl_->cancel = true; }
+
+void Session::abandon() {
+  impl_->abandoned = true;
+  close_inputs();
+  {
+    std::lock_guard<std::mutex> lock(impl_->wake_mu);
+    impl_->stopping = true;
+  }
+  impl_->wake_cv.notify_all();
+}
 
 void Session::update_settings(const LiveSettings& settings, TimePoint when) {
   ControlItem item{ControlItem::Kind::Settings, "", when};

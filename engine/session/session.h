@@ -69,6 +69,9 @@ struct SessionConfig {
   bool video_queue_waits = false;      // a full video queue makes the producer wait instead (files read
                                        // as fast as possible: every frame, bounded memory)
   bool record_rows = false;            // keep every decoder row (tests and recording)
+  // The producer pushes every input in its true order, stamped monotonically (one network connection):
+  // an item from another stream never waits for audio up to its timestamp (kAudioOrderingWait).
+  bool inputs_in_order = false;
   // Encoder baseline: each image and audio frame also goes through an E4B-sized stand-in encoder
   // (random weights, ~0.93 GB, output discarded) before the embedder, so the timings show what an
   // encoder would cost while the answers stay the same.
@@ -196,7 +199,14 @@ class Session {
   void push_video(ImageRGB frame, TimePoint captured);
   void push_text(std::string text, TimePoint when);
   void push_to_talk(bool pressed, TimePoint when);
+  // Network clients (server/): text added to the open user turn without closing it, and an explicit
+  // request to close the turn and answer (TurnTrigger::Request). Not seen by a SessionRecorder.
+  void push_user_text(std::string text, TimePoint when);
+  void request_answer(TimePoint when);
   void cancel_answer();
+  // Stops as soon as possible: queued inputs are dropped and a running answer ends at its next token
+  // (a network client went away). The destructor then returns promptly.
+  void abandon();
   // Applies new live settings from input time `when` on. Invalid values (a budget that is not one of
   // 70/140/280/560/1120 or exceeds the runtime's max_chunk, fps <= 0, a VAD setting out of range,
   // max_answer_tokens < 1) are refused with an Error event and the old settings stay.

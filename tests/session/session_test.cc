@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -359,6 +360,52 @@ TEST_F(SessionTest, PushToTalkAndTypedTextEndTurns) {
   // Only the push-to-talk window's frames went in (0.1 s .. 0.9 s: 20 frames of 40 ms, give or take the
   // frames straddling the press and release).
   EXPECT_NEAR(double(s.snapshot().audio_frames), 20.0, 2.0);
+}
+
+// The hooks the network server uses: text added to the open turn does not answer, request_answer does
+// (trigger "request"); abandon() ends a running answer at its next token and stops the session.
+TEST_F(SessionTest, UserTextWaitsForARequestAndAbandonCutsTheAnswer) {
+  SessionConfig cfg = config();
+  cfg.record_rows = true;
+  cfg.inputs_in_order = true;
+  std::vector<std::string> triggers;
+  const TimePoint t0 = SessionClock::now();
+  {
+    Session s(*model_, *tok_, runtime(), cfg);
+    s.subscribe([&](const SessionEvent& e) {
+      if (e.kind == SessionEvent::Kind::AnswerDone) triggers.push_back(nlohmann::json::parse(event_to_json(e, t0))["trigger"]);
+    });
+    s.start();
+    s.push_user_text("hello", at(t0, 0.1));
+    s.push_user_text("world", at(t0, 0.2));
+    s.wait_idle();
+    EXPECT_TRUE(triggers.empty()) << "text alone must not answer";
+    s.request_answer(at(t0, 0.3));
+    s.wait_idle();
+    s.stop();
+    EXPECT_EQ(triggers, (std::vector<std::string>{"request"}));
+    // Both texts are in the one user turn, in order, before the answer.
+    std::vector<int32_t> ids;
+    for (const SessionRow& r : s.rows()) ids.push_back(r.token);
+    std::vector<int32_t> both = tok_->encode("hello", false);
+    const std::vector<int32_t> world = tok_->encode("world", false);
+    both.insert(both.end(), world.begin(), world.end());
+    const auto at_text = std::search(ids.begin(), ids.end(), both.begin(), both.end());
+    ASSERT_NE(at_text, ids.end());
+    EXPECT_LT(at_text - ids.begin(), s.answer_starts()[0]);
+  }
+  cfg.max_answer_tokens = 500;
+  Session s(*model_, *tok_, runtime(), cfg);
+  s.subscribe([&](const SessionEvent& e) {
+    if (e.kind == SessionEvent::Kind::Token) s.abandon();  // on the session thread, right after the first token
+  });
+  s.start();
+  s.push_user_text("talk", at(t0, 0.1));
+  s.request_answer(at(t0, 0.2));
+  s.push_text("never processed", at(t0, 5.0));
+  s.stop();  // returns once the session has noticed
+  ASSERT_EQ(s.answers().size(), 1u);
+  EXPECT_EQ(s.answers()[0].size(), 1u);
 }
 
 // The commentary timer closes a turn every N seconds of input time, even in silence.
