@@ -10,12 +10,13 @@
 
 #include "engine/context_scratch.h"
 #include "engine/ops.h"
+#include "engine/quant.h"
 
 namespace conflux {
 
 namespace fs = std::filesystem;
 
-std::unique_ptr<Model> Model::load(const std::string& dir) {
+std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model());
   m->dir_ = dir;
   const std::string cfg = (fs::path(dir) / "config.json").string();
@@ -23,7 +24,29 @@ std::unique_ptr<Model> Model::load(const std::string& dir) {
   m->config_ = load_model_config(cfg);
   m->ckpt_ = std::make_unique<Checkpoint>(dir);
   bind_weights(*m->ckpt_, m->config_, m->weights_);
+  check_quantization_config(cfg, m->config_, m->weights_);
+  if (options.format != WeightFormat::AsStored)
+    convert_weights(m->config_, m->weights_, weight_format_dtype(options.format));
   return m;
+}
+
+size_t Model::weight_bytes() const {
+  ModelWeights& w = const_cast<ModelWeights&>(weights_);  // the table only takes addresses
+  size_t n = 0;
+  for (const TensorSlot& slot : tensor_table(config_, w))
+    if (slot.weight->present()) n += slot.weight->ref.nbytes;
+  return n;
+}
+
+size_t Model::decode_bytes_per_token() const {
+  // Every layer matrix is read once per token, plus the head (the tied embedding unless lm_head exists)
+  // and one embedding row (negligible, left out). The embedders are not part of a text token's decode.
+  size_t n = 0;
+  for (const LayerWeights& L : weights_.layers)
+    for (const Weight* m : {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj})
+      if (m->present()) n += m->ref.nbytes;
+  n += (weights_.lm_head.present() ? weights_.lm_head : weights_.embed_tokens).ref.nbytes;
+  return n;
 }
 
 
@@ -71,7 +94,7 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
   s_->gate.assign(C * F, 0.f);
   s_->up.assign(C * F, 0.f);
   s_->scores.assign(threads * (size_t(rc.max_context) + C), 0.f);
-  s_->mm.assign(threads * matmul_scratch_floats(in_max), 0.f);
+  s_->mm.assign(matmul_scratch_floats(in_max, int(C), int(threads)), 0.f);
   s_->head_in.assign(C * D, 0.f);
   s_->block_end.assign(C, 0);
   if (c.vision.present) {
@@ -134,7 +157,7 @@ void Context::decode(const DecodeBatch& b, float* logits_out) {
     if (id < 0 || id >= t.vocab_size)
       throw std::invalid_argument("decode: token id " + std::to_string(id) + " outside the vocabulary of " +
                                   std::to_string(t.vocab_size));
-    convert_to_f32(E.dtype, static_cast<const uint8_t*>(E.data) + size_t(id) * D * dtype_size(E.dtype), xj, size_t(D));
+    dequantize_rows(E, id, 1, xj);  // one row of the table, in whatever format it is stored
     for (int i = 0; i < D; ++i) xj[i] *= embed_scale;
   }
 

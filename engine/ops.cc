@@ -146,7 +146,7 @@ CONFLUX_AVX2 void axpy_avx2(float a, const float* x, float* y, int n) {
 }
 
 // ---------------------------------------------------------------- dispatch
-enum class Isa { Scalar, Avx2, Avx512 };
+using detail::Isa;
 
 Isa detect_isa() {
   __builtin_cpu_init();
@@ -157,13 +157,24 @@ Isa detect_isa() {
 }
 
 const Isa kDetectedIsa = detect_isa();
+const bool kHasVnni = kDetectedIsa == Isa::Avx512 && __builtin_cpu_supports("avx512vnni");
 Isa g_isa = kDetectedIsa;
 
 }  // namespace
 
+namespace detail {
+Isa active_isa() { return g_isa; }
+bool cpu_has_avx512_vnni() { return kHasVnni; }
+Isa detected_isa() { return kDetectedIsa; }
+Isa force_isa(Isa isa) {
+  g_isa = std::min(isa, kDetectedIsa);
+  return g_isa;
+}
+}  // namespace detail
+
 const char* kernel_isa() {
   switch (g_isa) {
-    case Isa::Avx512: return "avx512";
+    case Isa::Avx512: return kHasVnni ? "avx512-vnni" : "avx512";
     case Isa::Avx2: return "avx2";
     default: return "scalar";
   }
@@ -178,6 +189,7 @@ void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, i
         case DType::F32: return dot_rows_avx512<DType::F32>(x, w, stride, rows, n, out);
         case DType::BF16: return dot_rows_avx512<DType::BF16>(x, w, stride, rows, n, out);
         case DType::F16: return dot_rows_avx512<DType::F16>(x, w, stride, rows, n, out);
+        default: break;  // quantized types go through dot_rows_quant
       }
       break;
     case Isa::Avx2:
@@ -185,6 +197,7 @@ void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, i
         case DType::F32: return dot_rows_avx2<DType::F32>(x, w, stride, rows, n, out);
         case DType::BF16: return dot_rows_avx2<DType::BF16>(x, w, stride, rows, n, out);
         case DType::F16: return dot_rows_avx2<DType::F16>(x, w, stride, rows, n, out);
+        default: break;
       }
       break;
     case Isa::Scalar: break;
@@ -214,22 +227,77 @@ constexpr int kRowsPerDot = 4;     // W rows sharing one pass over x (dot_rows's
 constexpr int kRowsPerTask = 16;   // W rows per task: small enough to balance 2..16 threads
 }  // namespace
 
-size_t matmul_scratch_floats(int in_dim) { return size_t(kRowsPerTask) * size_t(in_dim); }
+// Floats holding n quantized activation rows: n * in_dim int8 values, then n * in_dim / 32 scales.
+size_t quantized_rows_floats(int in_dim, int n) {
+  return (size_t(n) * size_t(in_dim) + sizeof(float) - 1) / sizeof(float) + size_t(n) * size_t(in_dim / kQuantBlock);
+}
+
+size_t matmul_scratch_floats(int in_dim, int max_rows, int threads) {
+  const size_t widen = size_t(threads) * size_t(kRowsPerTask) * size_t(in_dim);  // one W block per thread
+  return std::max(widen, quantized_rows_floats(in_dim, max_rows));
+}
+
+namespace {
+
+// Rows of W per task. A single activation row (decode) streams W once: tasks of out_dim / (16 · threads)
+// rows (at least 16) keep the claiming overhead small on the 262144-row head while leaving 16 tasks
+// per thread to balance a descheduled thread. Several rows (prefill) keep 16 W rows per task, so the
+// block stays in L1/L2 while all n activation rows pass over it.
+int rows_per_task(int out_dim, int n, int threads) {
+  if (n > 1) return kRowsPerTask;
+  constexpr int kTasksPerThread = 16;
+  const int rows = (out_dim / (threads * kTasksPerThread) + kRowsPerDot - 1) / kRowsPerDot * kRowsPerDot;
+  constexpr int kMaxRowsPerTask = 4096;
+  return std::clamp(rows, kRowsPerTask, kMaxRowsPerTask);
+}
+
+void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
+  const int out_dim = int(w.shape[0]);
+  const int in_dim = int(w.shape[1]);
+  const int nb = in_dim / kQuantBlock;
+  int8_t* xq = reinterpret_cast<int8_t*>(scratch);                                   // (n, in_dim)
+  float* xd = scratch + (size_t(n) * size_t(in_dim) + sizeof(float) - 1) / sizeof(float);  // (n, nb)
+  auto quantize_row = [&](int j, int) {
+    quantize_activation(x + size_t(j) * in_dim, in_dim, xq + size_t(j) * in_dim, xd + size_t(j) * nb);
+  };
+  pool.parallel_for(n, quantize_row);
+  const size_t rb = row_bytes(w.dtype, in_dim);
+  const int per_task = rows_per_task(out_dim, n, pool.size());
+  const int n_tasks = (out_dim + per_task - 1) / per_task;
+  auto task = [&](int t, int) {
+    const int r0 = t * per_task, r1 = std::min(out_dim, r0 + per_task);
+    for (int j = 0; j < n; ++j) {
+      const int8_t* xqj = xq + size_t(j) * in_dim;
+      const float* xdj = xd + size_t(j) * nb;
+      float* yj = y + size_t(j) * out_dim;
+      for (int r = r0; r < r1; r += kRowsPerDot) {
+        dot_rows_quant(w.dtype, xqj, xdj, static_cast<const uint8_t*>(w.data) + size_t(r) * rb, w.scales + size_t(r) * nb,
+                       std::min(kRowsPerDot, r1 - r), in_dim, yj + r);
+      }
+    }
+  };
+  pool.parallel_for(n_tasks, task);
+}
+
+}  // namespace
 
 void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
+  if (is_quantized(w.dtype)) return matmul_quantized(pool, x, n, w, y, scratch);
   const int out_dim = int(w.shape[0]);
   const int in_dim = int(w.shape[1]);
   const size_t elem = dtype_size(w.dtype);
-  const int n_tasks = (out_dim + kRowsPerTask - 1) / kRowsPerTask;
-  const bool widen = n > 1 && w.dtype != DType::F32;
+  const bool widen_blocks = n > 1 && w.dtype != DType::F32;
+  const int per_task = widen_blocks ? kRowsPerTask : rows_per_task(out_dim, n, pool.size());
+  const int n_tasks = (out_dim + per_task - 1) / per_task;
+  const bool widen = widen_blocks;
   auto task = [&](int t, int thread) {
-    const int r0 = t * kRowsPerTask, r1 = std::min(out_dim, r0 + kRowsPerTask);
+    const int r0 = t * per_task, r1 = std::min(out_dim, r0 + per_task);
     const uint8_t* wrows = static_cast<const uint8_t*>(w.data) + size_t(r0) * size_t(in_dim) * elem;
     DType wt = w.dtype;
     const void* wsrc = wrows;
     if (widen) {
       // Widen this block of W once; the n rows of x then run the f32 kernel over it.
-      float* buf = scratch + size_t(thread) * matmul_scratch_floats(in_dim);
+      float* buf = scratch + size_t(thread) * size_t(kRowsPerTask) * size_t(in_dim);
       convert_to_f32(w.dtype, wrows, buf, size_t(r1 - r0) * size_t(in_dim));
       wsrc = buf;
       wt = DType::F32;

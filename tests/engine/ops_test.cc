@@ -72,7 +72,7 @@ INSTANTIATE_TEST_SUITE_P(OddSizes, DotRows,
 
 TEST(Ops, KernelIsaIsReported) {
   const std::string isa = kernel_isa();
-  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "scalar") << isa;
+  EXPECT_TRUE(isa == "avx512-vnni" || isa == "avx512" || isa == "avx2" || isa == "scalar") << isa;
 }
 
 TEST(Ops, MatmulMatchesNaiveForAllDtypesAndBatchSizes) {
@@ -86,7 +86,7 @@ TEST(Ops, MatmulMatchesNaiveForAllDtypesAndBatchSizes) {
       ref.dtype = t;
       ref.shape = {out, in};
       ref.data = w.bytes.data();
-      std::vector<float> y(size_t(n) * out), scratch(size_t(pool.size()) * matmul_scratch_floats(in));
+      std::vector<float> y(size_t(n) * out), scratch(matmul_scratch_floats(in, n, pool.size()));
       matmul(pool, x.data(), n, ref, y.data(), scratch.data());
       for (int j = 0; j < n; ++j)
         for (int o = 0; o < out; ++o) {
