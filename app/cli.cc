@@ -81,4 +81,16 @@ void Args::reject_unknown(const std::vector<std::string>& known) const {
     if (!is_known(f)) throw CliError("unknown option --" + f);
 }
 
+LoadOptions load_options(const Args& args) {
+  LoadOptions o;
+  if (auto q = args.get("quantize")) {
+    try {
+      o.format = parse_weight_format(*q);
+    } catch (const std::invalid_argument& e) {
+      throw CliError("--quantize: " + std::string(e.what()));
+    }
+  }
+  return o;
+}
+
 }  // namespace conflux::app

@@ -34,7 +34,8 @@ const char* kUsage =
     "  --temperature T --top-k K --top-p P --seed S   sampling overrides\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --max-context N       KV capacity in positions (default 4096)\n"
-    "  --image-attention hf|all-layers\n";
+    "  --image-attention hf|all-layers\n"
+    "  --quantize q8|q4|bf16|f32  convert the weights to this format at load (default: as stored)\n";
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -48,7 +49,7 @@ int cmd_generate(int argc, char** argv) {
     return 0;
   }
   args.reject_unknown({"model", "prompt", "image", "audio", "budget", "system", "thinking", "max-tokens", "greedy",
-                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention"});
+                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention", "quantize"});
   const std::string dir = args.require("model");
   const std::string prompt = args.require("prompt");
   const int budget = args.get_int("budget", 280);
@@ -80,7 +81,7 @@ int cmd_generate(int argc, char** argv) {
   }
 
   const auto t_load = Clock::now();
-  const auto model = Model::load(dir);
+  const auto model = Model::load(dir, load_options(args));
   const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());
   GenerationConfig gen;
   const auto gen_path = std::filesystem::path(dir) / "generation_config.json";

@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 
 const char* const kLiveOptionsHelp =
     "  --model DIR            checkpoint folder (default: assets/model)\n"
+    "  --quantize q8|q4|bf16|f32  convert the weights to this format at load (default: as stored)\n"
     "  --mic DEVICE           input device name (substring) or index; --no-mic to disable\n"
     "  --camera PIPELINE      GStreamer source, e.g. \"v4l2src device=/dev/video0\" or \"ximagesrc\"; --no-camera\n"
     "  --media FILE           play an audio/video file as the input (--speed realtime|max)\n"
@@ -46,7 +47,7 @@ const char* const kLiveOptionsHelp =
     "  --encoder-baseline     also run E4B-sized stand-in encoders, to measure what encoder-free saves\n";
 
 const std::vector<std::string> kLiveOptionNames = {
-    "model", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood", "hangover-ms",
+    "model", "quantize", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood", "hangover-ms",
     "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context", "record",
     "metrics", "transcript", "duration"};
 const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
@@ -68,6 +69,7 @@ std::string resolve_asset(const std::string& relative) {
 LiveOptions parse_live_options(const Args& a) {
   LiveOptions o;
   o.model_dir = a.get_or("model", resolve_asset("assets/model"));
+  o.load = load_options(a);
   o.demo_recording = resolve_asset("assets/demo");
   o.use_mic = !a.flag("no-mic");
   o.mic_device = a.get_or("mic", "");
@@ -148,7 +150,7 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   progress(0.0f, "mapping the checkpoint and checking its tensors");
   if (!fs::exists(fs::path(opt.model_dir) / "config.json"))
     throw std::runtime_error(opt.model_dir + ": no checkpoint here (pass --model DIR)");
-  model_ = Model::load(opt.model_dir);
+  model_ = Model::load(opt.model_dir, opt.load);
   progress(0.4f, "loading the tokenizer");
   tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(opt.model_dir) / "tokenizer.json").string()));
   apply_generation_config(opt.model_dir, *tokenizer_, opt.session.sampling);

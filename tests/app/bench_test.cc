@@ -9,7 +9,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <cstring>
 #include <string>
+
+#include "engine/model.h"
+#include "engine/quant.h"
 
 namespace {
 
@@ -93,6 +97,54 @@ TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
     const double value = run[key].get<double>();
     EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
   }
+}
+
+// `conflux quantize` writes a folder whose matrices, loaded by --model, are byte for byte what
+// quantizing at load gives, with the tokenizer copied and the config's quantization field checked.
+TEST_F(BenchCommand, QuantizeWritesAFolderThatLoadsLikeQuantizingAtLoad) {
+  const std::string tiny_a = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+  for (const char* type : {"q8", "q4"}) {
+    const fs::path out = dir_ / type;
+    const CommandResult r = run_conflux("quantize --model " + tiny_a + " --out " + out.string() + " --type " + type, dir_);
+    ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+    for (const char* name : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"})
+      EXPECT_TRUE(fs::exists(out / name)) << name;
+    const auto from_file = conflux::Model::load(out.string());
+    conflux::LoadOptions opt;
+    opt.format = conflux::parse_weight_format(type);
+    const auto at_load = conflux::Model::load(tiny_a, opt);
+    const conflux::DType want = conflux::weight_format_dtype(opt.format);
+    EXPECT_EQ(from_file->weight_dtype(), want);
+    EXPECT_EQ(from_file->weights().embed_tokens.ref.dtype, want);
+    EXPECT_EQ(from_file->weight_bytes(), at_load->weight_bytes());
+    auto same = [](const conflux::TensorRef& a, const conflux::TensorRef& b) {
+      const size_t packed = size_t(a.shape[0]) * conflux::row_bytes(a.dtype, a.shape[1]);
+      return a.dtype == b.dtype && a.shape == b.shape && std::memcmp(a.data, b.data, packed) == 0 &&
+             std::memcmp(a.scales, b.scales, size_t(a.shape[0]) * size_t(a.shape[1] / conflux::kQuantBlock) * 2) == 0;
+    };
+    EXPECT_TRUE(same(from_file->weights().embed_tokens.ref, at_load->weights().embed_tokens.ref)) << type;
+    EXPECT_TRUE(same(from_file->weights().layers[3].down_proj.ref, at_load->weights().layers[3].down_proj.ref)) << type;
+    EXPECT_TRUE(same(from_file->weights().audio.projection.ref, at_load->weights().audio.projection.ref)) << type;
+    // The folder generates like any other.
+    const CommandResult g = run_conflux("generate --model " + out.string() + " --prompt hi --max-tokens 3 --greedy --threads 1", dir_);
+    EXPECT_EQ(g.exit_code, 0) << g.stderr_text;
+  }
+  // A config whose quantization field disagrees with the tensors is named.
+  const fs::path cfg = dir_ / "q8" / "config.json";
+  std::string text = read_text(cfg);
+  text.replace(text.find("q8_0"), 4, "q4_0");
+  std::FILE* f = std::fopen(cfg.c_str(), "wb");
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+  try {
+    conflux::Model::load((dir_ / "q8").string());
+    ADD_FAILURE() << "expected a CheckpointError";
+  } catch (const conflux::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("quantization_config"), std::string::npos) << e.what();
+  }
+  const CommandResult bad = run_conflux("quantize --model " + tiny_a + " --out " + (dir_ / "x").string() + " --type q3", dir_);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.stderr_text.find("q3"), std::string::npos) << bad.stderr_text;
 }
 
 TEST_F(BenchCommand, UnknownPresetFailsNamingIt) {
