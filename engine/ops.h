@@ -52,6 +52,9 @@ void softcap(float* y, int n, float cap);
 // Numerically safe softmax in place; entries equal to -inf get 0.
 void softmax(float* x, int n);
 float dot_f32(const float* a, const float* b, int n);
+// Σ x[i] over a long buffer with independent accumulators: a read-only memory stream (the bandwidth
+// test of `conflux bench`); the sum only keeps the loads from being optimised away.
+float stream_sum(const float* x, size_t n);
 // y += a * x
 void axpy(float a, const float* x, float* y, int n);
 
@@ -62,6 +65,7 @@ void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, c
                     float* out);
 float dot_f32(const float* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);
+float stream_sum(const float* x, size_t n);
 }  // namespace scalar
 
 namespace detail {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "engine/model.h"
@@ -76,15 +77,14 @@ TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
   EXPECT_NE(made.stdout_text.find("parameters"), std::string::npos) << made.stdout_text;
 
   const CommandResult bench = run_conflux("bench --model " + model_dir.string() +
-                                              " --threads 1 --prompt-tokens 16 --decode-tokens 4 --repeats 1 --json",
+                                              " --threads 1 --prompt-tokens 16 --decode-tokens 4 --repeats 1 --formats stored --bandwidth-mib 16 --json",
                                           dir_);
   ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
   nlohmann::json report;
   ASSERT_NO_THROW(report = nlohmann::json::parse(bench.stdout_text)) << bench.stdout_text;
-  for (const char* key : {"model", "dtype", "weight_bytes", "isa", "kv_cache_bytes", "tokenizer_load_s", "runs"})
+  for (const char* key : {"model", "dtype", "bandwidth_gb_s", "isa", "kv_cache_bytes", "tokenizer_load_s", "runs"})
     EXPECT_TRUE(report.contains(key)) << "missing key " << key << " in " << bench.stdout_text;
   EXPECT_EQ(report["dtype"], "BF16");
-  EXPECT_GT(report["weight_bytes"].get<double>(), 0);
   EXPECT_GT(report["kv_cache_bytes"].get<double>(), 0);
   EXPECT_GT(report["tokenizer_load_s"].get<double>(), 0);
   EXPECT_FALSE(report["isa"].get<std::string>().empty());
@@ -92,11 +92,52 @@ TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
   ASSERT_EQ(report["runs"].size(), 1u);  // --threads 1: one run only
   const nlohmann::json& run = report["runs"][0];
   EXPECT_EQ(run["threads"], 1);
-  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_mb"}) {
+  EXPECT_EQ(run["format"], "BF16");  // --formats stored: the checkpoint's own dtype
+  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_mb", "weight_bytes"}) {
     ASSERT_TRUE(run.contains(key) && run[key].is_number()) << "missing number " << key << " in " << run.dump();
     const double value = run[key].get<double>();
     EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
   }
+}
+
+// The JSON shape on tiny-a: bandwidth_gb_s, and one run per format x thread count with sane
+// values (finite, positive; weight bytes in the formats' order). Speeds are not judged here. The
+// roofline fraction may exceed 1 on a model this small (its weights stay in cache), so it is only
+// required to be positive and finite.
+TEST_F(BenchCommand, BenchJsonHasEveryFormatAndThreadCountOnTinyA) {
+  const std::string tiny_a = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+  const CommandResult bench = run_conflux("bench --model " + tiny_a +
+                                              " --prompt-tokens 16 --decode-tokens 4 --repeats 1 --bandwidth-mib 16 --json",
+                                          dir_);
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  nlohmann::json report;
+  ASSERT_NO_THROW(report = nlohmann::json::parse(bench.stdout_text)) << bench.stdout_text;
+  ASSERT_TRUE(report.contains("bandwidth_gb_s") && report["bandwidth_gb_s"].is_number()) << bench.stdout_text;
+  EXPECT_GT(report["bandwidth_gb_s"].get<double>(), 0);
+  ASSERT_TRUE(report["bandwidth"].is_array());
+  EXPECT_EQ(report["bandwidth"].size(), 2u);  // threads 1 and 2
+  ASSERT_TRUE(report["runs"].is_array());
+  ASSERT_EQ(report["runs"].size(), 8u);  // 4 formats x 2 thread counts
+  std::map<std::string, double> weight_bytes;
+  int index = 0;
+  for (const char* format : {"f32", "bf16", "q8", "q4"}) {
+    for (int threads : {1, 2}) {
+      const nlohmann::json& run = report["runs"][size_t(index++)];
+      EXPECT_EQ(run["format"], format) << run.dump();
+      EXPECT_EQ(run["threads"], threads) << run.dump();
+      for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "roofline_fraction", "peak_rss_mb",
+                              "weight_bytes", "decode_bytes_per_token"}) {
+        ASSERT_TRUE(run.contains(key) && run[key].is_number()) << "missing number " << key << " in " << run.dump();
+        const double value = run[key].get<double>();
+        EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
+      }
+      EXPECT_LE(run["decode_bytes_per_token"].get<double>(), run["weight_bytes"].get<double>());
+      weight_bytes[format] = run["weight_bytes"].get<double>();
+    }
+  }
+  EXPECT_GT(weight_bytes["f32"], weight_bytes["bf16"]);
+  EXPECT_GT(weight_bytes["bf16"], weight_bytes["q8"]);
+  EXPECT_GT(weight_bytes["q8"], weight_bytes["q4"]);
 }
 
 // `conflux quantize` writes a folder whose matrices, loaded by --model, are byte for byte what

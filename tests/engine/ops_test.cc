@@ -114,6 +114,16 @@ TEST(Ops, AxpyAndDotMatchScalarTwins) {
   }
 }
 
+// Float sums of up to 1001 unit-variance terms in another order: 1e-5 of Σ|x| covers the rounding.
+TEST(Ops, StreamSumMatchesScalarTwin) {
+  for (int n : {1, 31, 63, 64, 65, 129, 1001}) {
+    const auto a = randn(size_t(n), 7);
+    double mag = 0;
+    for (float v : a) mag += std::fabs(v);
+    EXPECT_NEAR(stream_sum(a.data(), size_t(n)), scalar::stream_sum(a.data(), size_t(n)), 1e-5 * mag) << n;
+  }
+}
+
 TEST(Ops, RmsNormWithAndWithoutWeight) {
   const std::vector<float> x = {1.f, -2.f, 3.f};
   const std::vector<float> w = {0.5f, 1.f, 2.f};
