@@ -19,6 +19,11 @@ void force_scalar_kernels(bool on);
 // out[r] = dot(x, w + r * stride) for r in [0, rows), rows <= 4, w in dtype `t`, length n.
 void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out);
 
+// Same result as dot_rows, for W read once from memory (decode): each row is streamed front to back on
+// its own, which keeps the hardware prefetchers ahead; dot_rows shares each x load among the rows,
+// which pays when W is in cache (prefill).
+void dot_rows_streaming(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out);
+
 // Block-quantized weights (Q8_0 / Q4_0, engine/quant.h) are multiplied with integer dot products
 // against the activation quantized the same way, as llama.cpp's q8_0 dot does: per block of 32,
 // dx = max|x| / 127 and xq = round(x / dx), so that one block's dot is dw * dx * Σ wq·xq.
@@ -47,8 +52,11 @@ void gelu_mul(float* a, const float* b, int n);
 // NeoX rotate-half RoPE over hd dims: pairs (i, i + hd/2) for i < n_pairs rotate by pos * inv_freq[i];
 // the rest are identity (proportional RoPE).
 void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos);
-// y[i] = cap * tanh(y[i] / cap)
+// y[i] = cap * tanh(y[i] / cap). SIMD variants use tanh(|v|) = (1 - e) / (1 + e), e = exp(-2|v|), with a
+// polynomial exp (absolute error below 1e-6 of cap): the 262144-entry logits row makes libm's tanh a
+// quarter of a small model's decode step.
 void softcap(float* y, int n, float cap);
+
 // Numerically safe softmax in place; entries equal to -inf get 0.
 void softmax(float* x, int n);
 float dot_f32(const float* a, const float* b, int n);
@@ -66,6 +74,8 @@ void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, c
 float dot_f32(const float* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);
 float stream_sum(const float* x, size_t n);
+void softcap(float* y, int n, float cap);
+void gelu_mul(float* a, const float* b, int n);
 }  // namespace scalar
 
 namespace detail {

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdexcept>
 
 namespace conflux {
@@ -106,7 +109,14 @@ void encode_rows(DType t, const float* src, int64_t row0, int64_t rows, int64_t 
   throw std::logic_error("encode_rows: cannot encode " + std::string(dtype_name(t)));
 }
 
-ConvertedTensor convert_matrix(const TensorRef& src, DType t) {
+void release_pages(const void* data, size_t nbytes) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(data) + page - 1) / page * page;
+  const uintptr_t end = (uintptr_t(data) + nbytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+ConvertedTensor convert_matrix(const TensorRef& src, DType t, ThreadPool& pool, bool release_source) {
   if (src.shape.size() != 2) throw std::logic_error("convert_matrix: " + src.name + " is not 2-D");
   const int64_t rows = src.shape[0], cols = src.shape[1];
   if (!can_store_as(t, cols))
@@ -115,13 +125,20 @@ ConvertedTensor convert_matrix(const TensorRef& src, DType t) {
   ConvertedTensor out;
   out.data.resize(size_t(rows) * row_bytes(t, cols));
   if (is_quantized(t)) out.scales.resize(size_t(rows) * size_t(cols / kQuantBlock));
-  constexpr int64_t kRowsPerStep = 64;  // bounds the f32 staging buffer
-  std::vector<float> staging(size_t(std::min(rows, kRowsPerStep) * cols));
-  for (int64_t r = 0; r < rows; r += kRowsPerStep) {
-    const int64_t n = std::min(kRowsPerStep, rows - r);
-    dequantize_rows(src, r, n, staging.data());
-    encode_rows(t, staging.data(), r, n, cols, out);
-  }
+  constexpr int64_t kRowsPerStep = 64;  // bounds each thread's f32 staging buffer
+  const int64_t steps = (rows + kRowsPerStep - 1) / kRowsPerStep;
+  std::vector<std::vector<float>> staging(size_t(pool.size()), std::vector<float>(size_t(std::min(rows, kRowsPerStep) * cols)));
+  const size_t src_row_bytes = row_bytes(src.dtype, cols), src_row_scales = size_t(cols / kQuantBlock);
+  auto step = [&](int s, int thread) {
+    const int64_t r = s * kRowsPerStep, n = std::min(kRowsPerStep, rows - r);
+    dequantize_rows(src, r, n, staging[size_t(thread)].data());
+    encode_rows(t, staging[size_t(thread)].data(), r, n, cols, out);
+    if (release_source) {
+      release_pages(static_cast<const uint8_t*>(src.data) + size_t(r) * src_row_bytes, size_t(n) * src_row_bytes);
+      if (src.scales) release_pages(src.scales + size_t(r) * src_row_scales, size_t(n) * src_row_scales * sizeof(uint16_t));
+    }
+  };
+  pool.parallel_for(int(steps), step);
   return out;
 }
 

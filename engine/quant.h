@@ -15,6 +15,7 @@
 
 #include "engine/dtype.h"
 #include "engine/safetensors.h"
+#include "engine/thread_pool.h"
 
 namespace conflux {
 
@@ -39,8 +40,13 @@ bool can_store_as(DType t, int64_t cols);
 // Encodes `rows` f32 rows of `cols` into `t` at row `row0` of `out` (sized for the whole matrix).
 void encode_rows(DType t, const float* src, int64_t row0, int64_t rows, int64_t cols, ConvertedTensor& out);
 
-// Converts a whole 2-D tensor to `t`, a row block at a time (any source dtype, including quantized).
-ConvertedTensor convert_matrix(const TensorRef& src, DType t);
+// Converts a whole 2-D tensor to `t`, blocks of rows in parallel on `pool` (any source dtype, including
+// quantized). With release_source, each block's source pages are dropped from memory once converted
+// (for memory-mapped sources: the peak RSS of a conversion at load stays near the converted size).
+ConvertedTensor convert_matrix(const TensorRef& src, DType t, ThreadPool& pool, bool release_source);
+
+// Drops the resident pages wholly inside [data, data + nbytes) of a read-only mapping (madvise).
+void release_pages(const void* data, size_t nbytes);
 
 // Rows [row0, row0 + n) of a 2-D tensor of any dtype, widened to f32 into dst (n * cols floats).
 void dequantize_rows(const TensorRef& w, int64_t row0, int64_t n, float* dst);

@@ -1,9 +1,6 @@
 // The tensor table (names as released, architecture doc §2) and binding it to a checkpoint.
 #include "engine/weights.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -144,31 +141,18 @@ bool is_convertible_matrix(const TensorSlot& slot) {
   return (slot.role == WeightRole::Matrix || slot.role == WeightRole::Embedding) && slot.shape.size() == 2;
 }
 
-namespace {
-
-// Drops the resident pages of a mapped tensor that is no longer used (only whole pages inside it).
-void release_pages(const void* data, size_t nbytes) {
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (uintptr_t(data) + page - 1) / page * page;
-  const uintptr_t end = (uintptr_t(data) + nbytes) / page * page;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
-}  // namespace
-
 void convert_weights(const ModelConfig& config, ModelWeights& weights, DType t) {
+  ThreadPool pool(0);  // all cores: conversion happens once, before anything else runs
   for (TensorSlot& slot : tensor_table(config, weights)) {
     Weight& w = *slot.weight;
     if (!w.present() || !is_convertible_matrix(slot) || w.ref.dtype == t || !can_store_as(t, w.ref.shape[1])) continue;
     const TensorRef source = w.ref;
-    ConvertedTensor& c = weights.owned_matrices.emplace_back(convert_matrix(source, t));
+    // The originals are the checkpoint's mapping (this runs once, at load): their pages are released.
+    ConvertedTensor& c = weights.owned_matrices.emplace_back(convert_matrix(source, t, pool, true));
     w.ref.dtype = t;
     w.ref.data = c.data.data();
     w.ref.scales = c.scales.empty() ? nullptr : c.scales.data();
     w.ref.nbytes = c.data.size() + c.scales.size() * sizeof(uint16_t);
-    const size_t rows = size_t(source.shape[0]);
-    release_pages(source.data, rows * row_bytes(source.dtype, source.shape[1]));
-    if (source.scales) release_pages(source.scales, rows * size_t(source.shape[1] / kQuantBlock) * sizeof(uint16_t));
   }
 }
 
