@@ -3,6 +3,7 @@
 // (pp: --prompt-tokens random ids from an empty context) and decode (--decode-tokens greedy steps)
 // throughput, each the median of --repeats runs, decode as a fraction of the bandwidth roofline, and
 // the peak RSS of that format (the high-water mark is reset between formats).
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -110,6 +112,15 @@ bool reset_peak_rss() {
   f.flush();
   return bool(f);
 }
+
+double status_field_mb(const char* field) {
+  constexpr double kBytesPerKib = 1024.0;
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::strlen(field))) * kBytesPerKib / kBytesPerMib;
+  return 0;
+}
+double current_rss_mb() { return status_field_mb("VmRSS:"); }
 
 double peak_rss_mb() {
   constexpr double kBytesPerKib = 1024.0;
@@ -284,26 +295,16 @@ int cmd_bench(int argc, char** argv) {
     return 0.0;
   };
 
-  // Tokenizer load time (the 33 MB Gemma tokenizer.json is parsed at every start), median of the repeats.
-  double tokenizer_load_s = -1;
-  if (const auto tok_path = std::filesystem::path(model_dir) / "tokenizer.json"; std::filesystem::exists(tok_path)) {
-    std::vector<double> times;
-    for (int i = 0; i < settings.repeats; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const Tokenizer tok = Tokenizer::load(tok_path.string());
-      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(times.begin(), times.end());
-    tokenizer_load_s = times[times.size() / 2];
-  }
-
   // 2. Each format: converted at load (or mapped as stored), then every thread count.
   std::vector<ThreadRun> runs;
   std::string stored_dtype;
   size_t kv_bytes = 0;
   bool peak_is_per_format = true;
+  std::vector<double> baseline_rss;
   for (WeightFormat format : formats) {
+    malloc_trim(0);  // hand freed heap back first, so the reset high-water mark starts from what is live
     peak_is_per_format = reset_peak_rss() && peak_is_per_format;
+    baseline_rss.push_back(current_rss_mb());
     std::unique_ptr<Model> model = Model::load(model_dir);
     stored_dtype = std::string(dtype_name(model->weight_dtype()));
     if (format != WeightFormat::AsStored && model->weight_dtype() != weight_format_dtype(format)) {
@@ -324,6 +325,20 @@ int cmd_bench(int argc, char** argv) {
       runs.push_back(r);
     }
   }
+  // 3. Tokenizer load time (the 33 MB Gemma tokenizer.json is parsed at every start), median of the
+  // repeats; measured after the formats so that its parse buffers are not in their RSS.
+  double tokenizer_load_s = -1;
+  if (const auto tok_path = std::filesystem::path(model_dir) / "tokenizer.json"; std::filesystem::exists(tok_path)) {
+    std::vector<double> times;
+    for (int i = 0; i < settings.repeats; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const Tokenizer tok = Tokenizer::load(tok_path.string());
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    tokenizer_load_s = times[times.size() / 2];
+  }
+
   const std::string load_after = load_average();
 
   double bandwidth_max = 0;
@@ -341,6 +356,7 @@ int cmd_bench(int argc, char** argv) {
                           {"bandwidth", nlohmann::json::array()},
                           {"bandwidth_buffer_mib", bandwidth_mib},
                           {"peak_rss_per_format", peak_is_per_format},
+                          {"rss_before_model_mb", baseline_rss.empty() ? 0.0 : *std::min_element(baseline_rss.begin(), baseline_rss.end())},
                           {"load_average_before", load_before},
                           {"load_average_after", load_after},
                           {"runs", nlohmann::json::array()}};
@@ -362,6 +378,9 @@ int cmd_bench(int argc, char** argv) {
               load_before.c_str(), load_after.c_str());
   for (const auto& [t, gb] : bandwidth) std::printf("bandwidth %d thread(s): %.2f GB/s (read-only, %d MiB)\n", t, gb, bandwidth_mib);
   if (tokenizer_load_s >= 0) std::printf("tokenizer.json loads in %.3f s\n", tokenizer_load_s);
+  if (!baseline_rss.empty())
+    std::printf("RSS before each model loads: %.1f MiB (the binary and its libraries)\n",
+                *std::min_element(baseline_rss.begin(), baseline_rss.end()));
   std::printf("prompt %d tokens, decode %d tokens, median of %d\n\n", settings.prompt_tokens, settings.decode_tokens,
               settings.repeats);
   const std::string pp = "pp" + std::to_string(settings.prompt_tokens) + " tok/s";

@@ -176,6 +176,25 @@ CONFLUX_AVX2 void dot_rows_streaming_avx2(const float* x, const void* w, size_t 
   }
 }
 
+// A 4 x 4 tile of dot products: 16 accumulators, 8 loads per 16 FMAs (dot_rows: 5 loads per 4), so the
+// prefill GEMM runs at the FMA rate instead of the load rate. Tails use masked loads.
+CONFLUX_AVX512 void dot_tile4x4_avx512(const float* x, const float* w, size_t ld, int n, float* y, size_t ldy) {
+  __m512 acc[4][4];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    __m512 xv[4];
+    for (int j = 0; j < 4; ++j) xv[j] = _mm512_maskz_loadu_ps(m, x + size_t(j) * ld + i);
+    for (int r = 0; r < 4; ++r) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w + size_t(r) * ld + i);
+      for (int j = 0; j < 4; ++j) acc[j][r] = _mm512_fmadd_ps(xv[j], wv, acc[j][r]);
+    }
+  }
+  for (int j = 0; j < 4; ++j)
+    for (int r = 0; r < 4; ++r) y[size_t(j) * ldy + r] = _mm512_reduce_add_ps(acc[j][r]);
+}
+
 CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
   float out;
   dot_rows_avx512<DType::F32>(a, b, 0, 1, n, &out);
@@ -395,6 +414,11 @@ void dot_rows_streaming(DType t, const float* x, const void* w, size_t stride, i
   scalar::dot_rows(t, x, w, stride, rows, n, out);
 }
 
+void dot_tile(const float* x, int nx, const float* w, int nw, size_t ld, int n, float* y, size_t ldy) {
+  if (g_isa == Isa::Avx512 && nx == 4 && nw == 4) return dot_tile4x4_avx512(x, w, ld, n, y, ldy);
+  for (int j = 0; j < nx; ++j) dot_rows(DType::F32, x + size_t(j) * ld, w, ld, nw, n, y + size_t(j) * ldy);
+}
+
 float dot_f32(const float* a, const float* b, int n) {
   switch (g_isa) {
     case Isa::Avx512: return dot_f32_avx512(a, b, n);
@@ -422,6 +446,7 @@ void axpy(float a, const float* x, float* y, int n) {
 // ---------------------------------------------------------------- matmul
 namespace {
 constexpr int kRowsPerDot = 4;     // W rows sharing one pass over x (dot_rows's limit)
+constexpr int kTileRows = 4;       // dot_tile: up to 4 x rows by 4 W rows
 constexpr int kRowsPerTask = 16;   // W rows per task: small enough to balance 2..16 threads
 }  // namespace
 
@@ -502,16 +527,19 @@ void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* 
       wt = DType::F32;
     }
     const size_t welem = dtype_size(wt);
-    for (int j = 0; j < n; ++j) {
-      const float* xj = x + size_t(j) * in_dim;
-      float* yj = y + size_t(j) * out_dim;
+    if (n == 1) {  // one activation row: W streams from memory once, row after row
       for (int r = r0; r < r1; r += kRowsPerDot) {
-        const int rows = std::min(kRowsPerDot, r1 - r);
-        // One activation row: W streams from memory once, row after row (dot_rows_streaming); several:
-        // the block is in cache and dot_rows shares each x load among four rows.
         const uint8_t* wr = static_cast<const uint8_t*>(wsrc) + size_t(r - r0) * in_dim * welem;
-        if (n == 1) dot_rows_streaming(wt, xj, wr, size_t(in_dim), rows, in_dim, yj + r);
-        else dot_rows(wt, xj, wr, size_t(in_dim), rows, in_dim, yj + r);
+        dot_rows_streaming(wt, x, wr, size_t(in_dim), std::min(kRowsPerDot, r1 - r), in_dim, y + r);
+      }
+      return;
+    }
+    // Several rows: the f32 block is in cache; 4 x 4 tiles of (x rows, W rows) share every load.
+    const float* wblock = static_cast<const float*>(wsrc);
+    for (int j = 0; j < n; j += kTileRows) {
+      for (int r = r0; r < r1; r += kTileRows) {
+        dot_tile(x + size_t(j) * in_dim, std::min(kTileRows, n - j), wblock + size_t(r - r0) * in_dim,
+                 std::min(kTileRows, r1 - r), size_t(in_dim), in_dim, y + size_t(j) * out_dim + r, size_t(out_dim));
       }
     }
   };

@@ -24,6 +24,10 @@ void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, i
 // which pays when W is in cache (prefill).
 void dot_rows_streaming(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out);
 
+// y[j * ldy + r] = dot(x + j * ld, w + r * ld) for j < nx <= 4, r < nw <= 4, all f32 of length n: the
+// register-blocked core of the prefill GEMM.
+void dot_tile(const float* x, int nx, const float* w, int nw, size_t ld, int n, float* y, size_t ldy);
+
 // Block-quantized weights (Q8_0 / Q4_0, engine/quant.h) are multiplied with integer dot products
 // against the activation quantized the same way, as llama.cpp's q8_0 dot does: per block of 32,
 // dx = max|x| / 127 and xq = round(x / dx), so that one block's dot is dw * dx * Σ wq·xq.

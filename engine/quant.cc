@@ -139,6 +139,10 @@ ConvertedTensor convert_matrix(const TensorRef& src, DType t, ThreadPool& pool, 
     }
   };
   pool.parallel_for(int(steps), step);
+  if (release_source) {  // the pages that straddled two steps' boundaries
+    release_pages(src.data, size_t(rows) * src_row_bytes);
+    if (src.scales) release_pages(src.scales, size_t(rows) * src_row_scales * sizeof(uint16_t));
+  }
   return out;
 }
 

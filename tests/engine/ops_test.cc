@@ -69,6 +69,28 @@ TEST_P(DotRows, SimdMatchesScalarTwin) {
   }
 }
 
+// The prefill tile against the scalar twin, full and partial tiles, odd lengths (masked tails).
+TEST(Ops, DotTileMatchesScalarTwin) {
+  for (int n : {1, 7, 16, 17, 33, 100, 257}) {
+    const size_t ld = size_t(n) + 5;
+    const auto x = randn(4 * ld, 11), w = randn(4 * ld, 12);
+    for (int nx : {1, 3, 4})
+      for (int nw : {2, 4}) {
+        float y[4 * 6];
+        dot_tile(x.data(), nx, w.data(), nw, ld, n, y, 6);
+        for (int j = 0; j < nx; ++j) {
+          float ref[4];
+          scalar::dot_rows(DType::F32, x.data() + size_t(j) * ld, w.data(), ld, nw, n, ref);
+          for (int r = 0; r < nw; ++r) {
+            double mag = 0;
+            for (int k = 0; k < n; ++k) mag += std::fabs(x[size_t(j) * ld + k] * w[size_t(r) * ld + k]);
+            EXPECT_NEAR(y[j * 6 + r], ref[r], 1e-5 * mag + 1e-6) << n << " " << nx << "x" << nw;
+          }
+        }
+      }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(OddSizes, DotRows,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
                                             ::testing::Values(1, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1001)));
