@@ -179,26 +179,47 @@ CONFLUX_AVX2 void dot_rows_streaming_avx2(const float* x, const void* w, size_t 
 // A 4 x 4 tile of dot products: 16 accumulators, 8 loads per 16 FMAs (dot_rows: 5 loads per 4), so the
 // prefill GEMM runs at the FMA rate instead of the load rate. Tails use masked loads.
 CONFLUX_AVX512 void dot_tile4x4_avx512(const float* x, const float* w, size_t ld, int n, float* y, size_t ldy) {
-  __m512 acc[4][4];
-  for (auto& row : acc)
-    for (auto& a : row) a = _mm512_setzero_ps();
+  // Sixteen named accumulators: an array of them would live on the stack (GCC does not unroll the
+  // j/r loops at -O2), turning every FMA into a load-modify-store.
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  const float *x0 = x, *x1 = x + ld, *x2 = x + 2 * ld, *x3 = x + 3 * ld;
+  const float *w0 = w, *w1 = w + ld, *w2 = w + 2 * ld, *w3 = w + 3 * ld;
   for (int i = 0; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    __m512 xv[4];
-    for (int j = 0; j < 4; ++j) xv[j] = _mm512_maskz_loadu_ps(m, x + size_t(j) * ld + i);
-    for (int r = 0; r < 4; ++r) {
-      const __m512 wv = _mm512_maskz_loadu_ps(m, w + size_t(r) * ld + i);
-      for (int j = 0; j < 4; ++j) acc[j][r] = _mm512_fmadd_ps(xv[j], wv, acc[j][r]);
-    }
+    const __m512 a0 = _mm512_maskz_loadu_ps(m, x0 + i), a1 = _mm512_maskz_loadu_ps(m, x1 + i);
+    const __m512 a2 = _mm512_maskz_loadu_ps(m, x2 + i), a3 = _mm512_maskz_loadu_ps(m, x3 + i);
+    __m512 b = _mm512_maskz_loadu_ps(m, w0 + i);
+    c00 = _mm512_fmadd_ps(a0, b, c00); c10 = _mm512_fmadd_ps(a1, b, c10);
+    c20 = _mm512_fmadd_ps(a2, b, c20); c30 = _mm512_fmadd_ps(a3, b, c30);
+    b = _mm512_maskz_loadu_ps(m, w1 + i);
+    c01 = _mm512_fmadd_ps(a0, b, c01); c11 = _mm512_fmadd_ps(a1, b, c11);
+    c21 = _mm512_fmadd_ps(a2, b, c21); c31 = _mm512_fmadd_ps(a3, b, c31);
+    b = _mm512_maskz_loadu_ps(m, w2 + i);
+    c02 = _mm512_fmadd_ps(a0, b, c02); c12 = _mm512_fmadd_ps(a1, b, c12);
+    c22 = _mm512_fmadd_ps(a2, b, c22); c32 = _mm512_fmadd_ps(a3, b, c32);
+    b = _mm512_maskz_loadu_ps(m, w3 + i);
+    c03 = _mm512_fmadd_ps(a0, b, c03); c13 = _mm512_fmadd_ps(a1, b, c13);
+    c23 = _mm512_fmadd_ps(a2, b, c23); c33 = _mm512_fmadd_ps(a3, b, c33);
   }
+  const __m512 rows[4][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}};
   for (int j = 0; j < 4; ++j)
-    for (int r = 0; r < 4; ++r) y[size_t(j) * ldy + r] = _mm512_reduce_add_ps(acc[j][r]);
+    for (int r = 0; r < 4; ++r) y[size_t(j) * ldy + r] = _mm512_reduce_add_ps(rows[j][r]);
 }
 
+// Attention's q·k over one head (hd = 256 or 512): two accumulators in registers, masked tail.
 CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
-  float out;
-  dot_rows_avx512<DType::F32>(a, b, 0, 1, n, &out);
-  return out;
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 CONFLUX_AVX2 float dot_f32_avx2(const float* a, const float* b, int n) {
   float out;
@@ -457,7 +478,9 @@ size_t quantized_rows_floats(int in_dim, int n) {
 
 size_t matmul_scratch_floats(int in_dim, int max_rows, int threads) {
   const size_t widen = size_t(threads) * size_t(kRowsPerTask) * size_t(in_dim);  // one W block per thread
-  return std::max(widen, quantized_rows_floats(in_dim, max_rows));
+  // Quantized W: the activation rows, plus (n > 1, Q4_0) one block of W rows unpacked to int8 per thread.
+  const size_t unpacked = max_rows > 1 ? size_t(threads) * size_t(kRowsPerTask) * size_t(in_dim) / sizeof(float) : 0;
+  return std::max(widen, quantized_rows_floats(in_dim, max_rows) + unpacked);
 }
 
 namespace {
@@ -474,12 +497,27 @@ int rows_per_task(int out_dim, int n, int threads) {
   return std::clamp(rows, kRowsPerTask, kMaxRowsPerTask);
 }
 
+// Q4_0 rows to Q8_0-layout int8 (nibble - 8, weights in order), same scales: prefill then runs the Q8_0
+// kernel over the unpacked block, unpacking once per block instead of once per activation row.
+void unpack_q4_rows(const uint8_t* q4, int rows, int in_dim, int8_t* out) {
+  constexpr int kHalf = kQuantBlock / 2;
+  for (size_t b = 0; b < size_t(rows) * size_t(in_dim / kQuantBlock); ++b) {
+    const uint8_t* src = q4 + b * kHalf;
+    int8_t* dst = out + b * kQuantBlock;
+    for (int j = 0; j < kHalf; ++j) {
+      dst[j] = int8_t(int(src[j] & 0x0f) - 8);
+      dst[j + kHalf] = int8_t(int(src[j] >> 4) - 8);
+    }
+  }
+}
+
 void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
   const int out_dim = int(w.shape[0]);
   const int in_dim = int(w.shape[1]);
   const int nb = in_dim / kQuantBlock;
   int8_t* xq = reinterpret_cast<int8_t*>(scratch);                                   // (n, in_dim)
   float* xd = scratch + (size_t(n) * size_t(in_dim) + sizeof(float) - 1) / sizeof(float);  // (n, nb)
+  int8_t* unpacked = reinterpret_cast<int8_t*>(scratch + quantized_rows_floats(in_dim, n));  // (threads, 16, in_dim)
   auto quantize_row = [&](int j, int) {
     quantize_activation(x + size_t(j) * in_dim, in_dim, xq + size_t(j) * in_dim, xd + size_t(j) * nb);
   };
@@ -487,16 +525,26 @@ void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& 
   const size_t rb = row_bytes(w.dtype, in_dim);
   const int per_task = rows_per_task(out_dim, n, pool.size());
   const int n_tasks = (out_dim + per_task - 1) / per_task;
-  auto task = [&](int t, int) {
+  const bool unpack = n > 1 && w.dtype == DType::Q4_0;
+  auto task = [&](int t, int thread) {
     const int r0 = t * per_task, r1 = std::min(out_dim, r0 + per_task);
+    DType wt = w.dtype;
+    const uint8_t* wblock = static_cast<const uint8_t*>(w.data) + size_t(r0) * rb;
+    size_t wrb = rb;
+    if (unpack) {
+      int8_t* buf = unpacked + size_t(thread) * size_t(kRowsPerTask) * size_t(in_dim);
+      unpack_q4_rows(wblock, r1 - r0, in_dim, buf);
+      wblock = reinterpret_cast<const uint8_t*>(buf);
+      wt = DType::Q8_0;
+      wrb = size_t(in_dim);
+    }
     for (int j = 0; j < n; ++j) {
       const int8_t* xqj = xq + size_t(j) * in_dim;
       const float* xdj = xd + size_t(j) * nb;
       float* yj = y + size_t(j) * out_dim;
       for (int r = r0; r < r1; r += kRowsPerDot) {
         const int rows = std::min(kRowsPerDot, r1 - r);
-        dot_rows_quant(w.dtype, xqj, xdj, static_cast<const uint8_t*>(w.data) + size_t(r) * rb, w.scales + size_t(r) * nb,
-                       rows, in_dim, yj + r);
+        dot_rows_quant(wt, xqj, xdj, wblock + size_t(r - r0) * wrb, w.scales + size_t(r) * nb, rows, in_dim, yj + r);
       }
     }
   };
@@ -536,8 +584,9 @@ void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* 
     }
     // Several rows: the f32 block is in cache; 4 x 4 tiles of (x rows, W rows) share every load.
     const float* wblock = static_cast<const float*>(wsrc);
-    for (int j = 0; j < n; j += kTileRows) {
-      for (int r = r0; r < r1; r += kTileRows) {
+    // W rows outer: their 4 rows stay in L1 while the x rows stream past from L2.
+    for (int r = r0; r < r1; r += kTileRows) {
+      for (int j = 0; j < n; j += kTileRows) {
         dot_tile(x + size_t(j) * in_dim, std::min(kTileRows, n - j), wblock + size_t(r - r0) * in_dim,
                  std::min(kTileRows, r1 - r), size_t(in_dim), in_dim, y + size_t(j) * out_dim + r, size_t(out_dim));
       }
