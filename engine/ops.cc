@@ -135,6 +135,19 @@ CONFLUX_AVX512 void dot_rows_avx512(const float* x, const void* w, size_t stride
   }
 }
 
+template <DType T>
+CONFLUX_AVX512 void widen_avx512(const void* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16<T>(src, i));
+  for (; i < n; ++i) dst[i] = load1<T>(src, i);
+}
+template <DType T>
+CONFLUX_AVX2 void widen_avx2(const void* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8<T>(src, i));
+  for (; i < n; ++i) dst[i] = load1<T>(src, i);
+}
+
 // One row at a time, four accumulators over 64 elements per step: a sequential stream the hardware
 // prefetchers keep ahead of. Interleaving four rows (dot_rows_avx512) reached about half the read
 // bandwidth when W comes from memory.
@@ -435,6 +448,18 @@ void dot_rows_streaming(DType t, const float* x, const void* w, size_t stride, i
   scalar::dot_rows(t, x, w, stride, rows, n, out);
 }
 
+void widen_to_f32(DType t, const void* src, float* dst, size_t n) {
+  if (t == DType::BF16 || t == DType::F16) {
+    const bool bf16 = t == DType::BF16;
+    switch (g_isa) {
+      case Isa::Avx512: return bf16 ? widen_avx512<DType::BF16>(src, dst, n) : widen_avx512<DType::F16>(src, dst, n);
+      case Isa::Avx2: return bf16 ? widen_avx2<DType::BF16>(src, dst, n) : widen_avx2<DType::F16>(src, dst, n);
+      case Isa::Scalar: break;
+    }
+  }
+  convert_to_f32(t, src, dst, n);
+}
+
 void dot_tile(const float* x, int nx, const float* w, int nw, size_t ld, int n, float* y, size_t ldy) {
   if (g_isa == Isa::Avx512 && nx == 4 && nw == 4) return dot_tile4x4_avx512(x, w, ld, n, y, ldy);
   for (int j = 0; j < nx; ++j) dot_rows(DType::F32, x + size_t(j) * ld, w, ld, nw, n, y + size_t(j) * ldy);
@@ -500,14 +525,15 @@ int rows_per_task(int out_dim, int n, int threads) {
 // Q4_0 rows to Q8_0-layout int8 (nibble - 8, weights in order), same scales: prefill then runs the Q8_0
 // kernel over the unpacked block, unpacking once per block instead of once per activation row.
 void unpack_q4_rows(const uint8_t* q4, int rows, int in_dim, int8_t* out) {
+  // SSE2 (every x86-64): low nibbles are weights 0..15 of a block, high nibbles 16..31.
+  const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
   constexpr int kHalf = kQuantBlock / 2;
   for (size_t b = 0; b < size_t(rows) * size_t(in_dim / kQuantBlock); ++b) {
-    const uint8_t* src = q4 + b * kHalf;
-    int8_t* dst = out + b * kQuantBlock;
-    for (int j = 0; j < kHalf; ++j) {
-      dst[j] = int8_t(int(src[j] & 0x0f) - 8);
-      dst[j + kHalf] = int8_t(int(src[j] >> 4) - 8);
-    }
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q4 + b * kHalf));
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * kQuantBlock), lo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * kQuantBlock + kHalf), hi);
   }
 }
 
@@ -570,7 +596,7 @@ void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* 
     if (widen) {
       // Widen this block of W once; the n rows of x then run the f32 kernel over it.
       float* buf = scratch + size_t(thread) * size_t(kRowsPerTask) * size_t(in_dim);
-      convert_to_f32(w.dtype, wrows, buf, size_t(r1 - r0) * size_t(in_dim));
+      widen_to_f32(w.dtype, wrows, buf, size_t(r1 - r0) * size_t(in_dim));
       wsrc = buf;
       wt = DType::F32;
     }

@@ -24,6 +24,9 @@ void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, i
 // which pays when W is in cache (prefill).
 void dot_rows_streaming(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out);
 
+// convert_to_f32 with SIMD (the prefill widens every f16/bf16 W block once per chunk).
+void widen_to_f32(DType t, const void* src, float* dst, size_t n);
+
 // y[j * ldy + r] = dot(x + j * ld, w + r * ld) for j < nx <= 4, r < nw <= 4, all f32 of length n: the
 // register-blocked core of the prefill GEMM.
 void dot_tile(const float* x, int nx, const float* w, int nw, size_t ld, int n, float* y, size_t ldy);

@@ -95,6 +95,18 @@ INSTANTIATE_TEST_SUITE_P(OddSizes, DotRows,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
                                             ::testing::Values(1, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1001)));
 
+// Widening is exact: every f16 and bf16 value is an f32 value.
+TEST(Ops, WidenMatchesConvertExactly) {
+  for (DType t : {DType::BF16, DType::F16, DType::F32})
+    for (size_t n : {1, 15, 16, 17, 100}) {
+      const StoredWeights w = store(randn(n, 13), t);
+      std::vector<float> got(n), want(n);
+      widen_to_f32(t, w.bytes.data(), got.data(), n);
+      convert_to_f32(t, w.bytes.data(), want.data(), n);
+      EXPECT_EQ(got, want) << dtype_name(t) << " " << n;
+    }
+}
+
 TEST(Ops, KernelIsaIsReported) {
   const std::string isa = kernel_isa();
   EXPECT_TRUE(isa == "avx512-vnni" || isa == "avx512" || isa == "avx2" || isa == "scalar") << isa;
