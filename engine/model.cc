@@ -269,14 +269,23 @@ void Context::attention(int l, int n, const int32_t* block_end) {
     const float* qh = s_->q.data() + (size_t(j) * H + h) * hd;
     float* sc = s_->scores.data() + size_t(thread) * score_stride;
     const int nk = int(hi - lo + 1);
-    for (int i = 0; i < nk; ++i) {
-      const float* kh = kv_.k(l, kv_.slot(l, lo + i)) + size_t(kvh) * hd;
-      sc[i] = dot_f32(qh, kh, hd);  // scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd)
+    // The keys lie in at most two runs of consecutive slots (a sliding layer's ring may wrap once).
+    const size_t row = kv_.row_floats(l);
+    const int cap = kv_.capacity(l);
+    for (int i = 0; i < nk;) {
+      const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
+      // Scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd).
+      attention_scores(qh, kv_.k(l, first) + size_t(kvh) * hd, row, run, hd, sc + i);
+      i += run;
     }
     softmax(sc, nk);
     float* out = s_->attn.data() + (size_t(j) * H + h) * hd;
     std::fill_n(out, hd, 0.f);
-    for (int i = 0; i < nk; ++i) axpy(sc[i], kv_.v(l, kv_.slot(l, lo + i)) + size_t(kvh) * hd, out, hd);
+    for (int i = 0; i < nk;) {
+      const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
+      attention_values(sc + i, kv_.v(l, first) + size_t(kvh) * hd, row, run, hd, out);
+      i += run;
+    }
   };
   pool_->parallel_for(n * H, task);
 }

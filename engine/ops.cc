@@ -234,6 +234,36 @@ CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
+// Attention over one head: the kernel loops over the keys itself (one call per head, not per key).
+CONFLUX_AVX512 void attention_scores_avx512(const float* q, const float* k, size_t stride, int nk, int hd, float* scores) {
+  for (int i = 0; i < nk; ++i) scores[i] = dot_f32_avx512(q, k + size_t(i) * stride, hd);
+}
+
+// out[c .. c + 16V) += Σ_i p[i] · v_i[c .. c + 16V): V accumulators stay in registers over all keys.
+template <int V>
+CONFLUX_AVX512 void attention_values_chunk(const float* p, const float* v, size_t stride, int nk, float* out) {
+  __m512 acc[V];
+#pragma GCC unroll 16
+  for (int c = 0; c < V; ++c) acc[c] = _mm512_loadu_ps(out + 16 * c);
+  for (int i = 0; i < nk; ++i) {
+    const __m512 pi = _mm512_set1_ps(p[i]);
+    const float* vi = v + size_t(i) * stride;
+#pragma GCC unroll 16
+    for (int c = 0; c < V; ++c) acc[c] = _mm512_fmadd_ps(pi, _mm512_loadu_ps(vi + 16 * c), acc[c]);
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < V; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
+}
+
+CONFLUX_AVX512 void attention_values_avx512(const float* p, const float* v, size_t stride, int nk, int hd, float* out) {
+  int c = 0;
+  for (; c + 256 <= hd; c += 256) attention_values_chunk<16>(p, v + c, stride, nk, out + c);
+  for (; c + 64 <= hd; c += 64) attention_values_chunk<4>(p, v + c, stride, nk, out + c);
+  for (; c + 16 <= hd; c += 16) attention_values_chunk<1>(p, v + c, stride, nk, out + c);
+  for (; c < hd; ++c)
+    for (int i = 0; i < nk; ++i) out[c] += p[i] * v[size_t(i) * stride + c];
+}
+
 CONFLUX_AVX2 float dot_f32_avx2(const float* a, const float* b, int n) {
   float out;
   dot_rows_avx2<DType::F32>(a, b, 0, 1, n, &out);
@@ -471,6 +501,16 @@ float dot_f32(const float* a, const float* b, int n) {
     case Isa::Avx2: return dot_f32_avx2(a, b, n);
     default: return scalar::dot_f32(a, b, n);
   }
+}
+
+void attention_scores(const float* q, const float* k, size_t stride, int nk, int hd, float* scores) {
+  if (g_isa == Isa::Avx512) return attention_scores_avx512(q, k, stride, nk, hd, scores);
+  for (int i = 0; i < nk; ++i) scores[i] = dot_f32(q, k + size_t(i) * stride, hd);
+}
+
+void attention_values(const float* p, const float* v, size_t stride, int nk, int hd, float* out) {
+  if (g_isa == Isa::Avx512) return attention_values_avx512(p, v, stride, nk, hd, out);
+  for (int i = 0; i < nk; ++i) axpy(p[i], v + size_t(i) * stride, out, hd);
 }
 
 float stream_sum(const float* x, size_t n) {
