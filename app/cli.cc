@@ -93,4 +93,11 @@ LoadOptions load_options(const Args& args) {
   return o;
 }
 
+DType kv_cache_option(const Args& args) {
+  const std::string v = args.get_or("kv-cache", "f32");
+  if (v == "f32") return DType::F32;
+  if (v == "bf16") return DType::BF16;
+  throw CliError("--kv-cache must be f32 or bf16, got '" + v + "'");
+}
+
 }  // namespace conflux::app

@@ -27,6 +27,7 @@ namespace fs = std::filesystem;
 const char* const kLiveOptionsHelp =
     "  --model DIR            checkpoint folder (default: assets/model)\n"
     "  --quantize q8|q4|bf16|f32  convert the weights to this format at load (default: as stored)\n"
+    "  --kv-cache f32|bf16    KV cache entries (default f32; bf16 halves its memory and reads)\n"
     "  --mic DEVICE           input device name (substring) or index; --no-mic to disable\n"
     "  --camera PIPELINE      GStreamer source, e.g. \"v4l2src device=/dev/video0\" or \"ximagesrc\"; --no-camera\n"
     "  --media FILE           play an audio/video file as the input (--speed realtime|max)\n"
@@ -47,7 +48,7 @@ const char* const kLiveOptionsHelp =
     "  --encoder-baseline     also run E4B-sized stand-in encoders, to measure what encoder-free saves\n";
 
 const std::vector<std::string> kLiveOptionNames = {
-    "model", "quantize", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood", "hangover-ms",
+    "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood", "hangover-ms",
     "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context", "record",
     "metrics", "transcript", "duration"};
 const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
@@ -86,6 +87,7 @@ LiveOptions parse_live_options(const Args& a) {
   o.status_line = !a.flag("no-status");
   o.runtime.n_threads = a.get_int("threads", 0);
   o.runtime.max_context = a.get_int("max-context", 8192);
+  o.runtime.kv_dtype = kv_cache_option(a);
   SessionConfig& s = o.session;
   s.system_prompt = a.get_or("system", "");
   s.image_budget = a.get_int("budget", 280);

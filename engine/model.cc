@@ -66,7 +66,7 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
     : model_(model),
       rc_(rc),
       pool_(std::make_unique<ThreadPool>(rc.n_threads)),
-      kv_(model.config().text, rc.max_context, rc.max_chunk),
+      kv_(model.config().text, rc.max_context, rc.max_chunk, rc.kv_dtype),
       s_(std::make_unique<Scratch>()) {
   const ModelConfig& c = model.config();
   const TextConfig& t = c.text;
@@ -225,9 +225,7 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
       float* vh = v + (size_t(j) * nkv + h) * hd;
       rms_norm(vh, nullptr, vh, hd, eps);  // v_norm: scale-free
     }
-    const int slot = kv_.slot(l, pos);
-    std::copy_n(k + size_t(j) * nkv * hd, size_t(nkv) * hd, kv_.k(l, slot));
-    std::copy_n(v + size_t(j) * nkv * hd, size_t(nkv) * hd, kv_.v(l, slot));
+    kv_.store(l, kv_.slot(l, pos), k + size_t(j) * nkv * hd, v + size_t(j) * nkv * hd);
   }
   attention(l, n, block_end);
   matmul(*pool_, s_->attn.data(), n, L.o_proj.ref, s_->proj.data(), mm);
@@ -259,6 +257,8 @@ void Context::attention(int l, int n, const int32_t* block_end) {
   const int H = t.num_heads, hd = g.head_dim, nkv = g.n_kv_heads, group = H / nkv;
   const bool bidirectional = !g.full || rc_.image_attention == ImageAttention::AllLayers;
   const size_t score_stride = size_t(rc_.max_context) + size_t(rc_.max_chunk);
+  const size_t elem = dtype_size(kv_.dtype());
+  auto head_entry = [&](const void* entry, int kvh) { return static_cast<const uint8_t*>(entry) + size_t(kvh) * hd * elem; };
   auto task = [&](int task_id, int thread) {
     const int j = task_id / H, h = task_id % H, kvh = h / group;  // GQA: contiguous query heads share a KV head
     const int64_t pos = n_past_ + j;
@@ -275,7 +275,7 @@ void Context::attention(int l, int n, const int32_t* block_end) {
     for (int i = 0; i < nk;) {
       const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
       // Scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd).
-      attention_scores(qh, kv_.k(l, first) + size_t(kvh) * hd, row, run, hd, sc + i);
+      attention_scores(qh, head_entry(kv_.k_entry(l, first), kvh), kv_.dtype(), row, run, hd, sc + i);
       i += run;
     }
     softmax(sc, nk);
@@ -283,7 +283,7 @@ void Context::attention(int l, int n, const int32_t* block_end) {
     std::fill_n(out, hd, 0.f);
     for (int i = 0; i < nk;) {
       const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
-      attention_values(sc + i, kv_.v(l, first) + size_t(kvh) * hd, row, run, hd, out);
+      attention_values(sc + i, head_entry(kv_.v_entry(l, first), kvh), kv_.dtype(), row, run, hd, out);
       i += run;
     }
   };
@@ -316,17 +316,14 @@ void Context::evict(int64_t begin, int64_t end) {
     const int64_t moved_first = std::max(first, begin);  // entries before `begin` stay where they are
     const size_t count = size_t(new_past - moved_first);
     std::vector<float> k_stage(count * row), v_stage(count * row);
+    for (int64_t q = moved_first; q < new_past; ++q)
+      kv_.load(l, kv_.slot(l, q + shift), k_stage.data() + size_t(q - moved_first) * row,
+               v_stage.data() + size_t(q - moved_first) * row);
     for (int64_t q = moved_first; q < new_past; ++q) {
-      const int src = kv_.slot(l, q + shift);
-      std::copy_n(kv_.k(l, src), row, k_stage.data() + size_t(q - moved_first) * row);
-      std::copy_n(kv_.v(l, src), row, v_stage.data() + size_t(q - moved_first) * row);
-    }
-    for (int64_t q = moved_first; q < new_past; ++q) {
-      const int dst = kv_.slot(l, q);
-      float* k = kv_.k(l, dst);
-      std::copy_n(k_stage.data() + size_t(q - moved_first) * row, row, k);
-      std::copy_n(v_stage.data() + size_t(q - moved_first) * row, row, kv_.v(l, dst));
+      float* k = k_stage.data() + size_t(q - moved_first) * row;
+      // Re-rotated in f32; a bf16 cache rounds the result once more on store.
       for (int h = 0; h < g.n_kv_heads; ++h) rope_neox(k + size_t(h) * g.head_dim, g.head_dim, g.rope_pairs, inv_freq, -shift);
+      kv_.store(l, kv_.slot(l, q), k, v_stage.data() + size_t(q - moved_first) * row);
     }
   }
   n_past_ = new_past;

@@ -29,6 +29,7 @@ struct RuntimeConfig {
   int max_context = 4096;     // positions a Context can hold (full-layer cache capacity)
   int max_chunk = 512;        // most rows per decode() call; larger inputs are split by the caller
   ImageAttention image_attention = ImageAttention::SlidingOnly;
+  DType kv_dtype = DType::F32;  // KV cache entries: F32 (reference) or BF16 (half the memory and reads)
 };
 
 // How Model::load treats the stored weights.

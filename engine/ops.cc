@@ -235,33 +235,47 @@ CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 // Attention over one head: the kernel loops over the keys itself (one call per head, not per key).
-CONFLUX_AVX512 void attention_scores_avx512(const float* q, const float* k, size_t stride, int nk, int hd, float* scores) {
-  for (int i = 0; i < nk; ++i) scores[i] = dot_f32_avx512(q, k + size_t(i) * stride, hd);
+template <DType T>
+CONFLUX_AVX512 void attention_scores_avx512(const float* q, const void* k, size_t stride, int nk, int hd, float* scores) {
+  for (int i = 0; i < nk; ++i) {
+    const size_t base = size_t(i) * stride;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int c = 0;
+    for (; c + 32 <= hd; c += 32) {
+      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), load16<T>(k, base + c), s0);
+      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c + 16), load16<T>(k, base + c + 16), s1);
+    }
+    for (; c + 16 <= hd; c += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), load16<T>(k, base + c), s0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; c < hd; ++c) s += q[c] * load1<T>(k, base + c);
+    scores[i] = s;
+  }
 }
 
 // out[c .. c + 16V) += Σ_i p[i] · v_i[c .. c + 16V): V accumulators stay in registers over all keys.
-template <int V>
-CONFLUX_AVX512 void attention_values_chunk(const float* p, const float* v, size_t stride, int nk, float* out) {
+template <DType T, int V>
+CONFLUX_AVX512 void attention_values_chunk(const float* p, const void* v, size_t c0, size_t stride, int nk, float* out) {
   __m512 acc[V];
 #pragma GCC unroll 16
   for (int c = 0; c < V; ++c) acc[c] = _mm512_loadu_ps(out + 16 * c);
   for (int i = 0; i < nk; ++i) {
     const __m512 pi = _mm512_set1_ps(p[i]);
-    const float* vi = v + size_t(i) * stride;
+    const size_t base = size_t(i) * stride + c0;
 #pragma GCC unroll 16
-    for (int c = 0; c < V; ++c) acc[c] = _mm512_fmadd_ps(pi, _mm512_loadu_ps(vi + 16 * c), acc[c]);
+    for (int c = 0; c < V; ++c) acc[c] = _mm512_fmadd_ps(pi, load16<T>(v, base + 16 * c), acc[c]);
   }
 #pragma GCC unroll 16
   for (int c = 0; c < V; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
 }
 
-CONFLUX_AVX512 void attention_values_avx512(const float* p, const float* v, size_t stride, int nk, int hd, float* out) {
+template <DType T>
+CONFLUX_AVX512 void attention_values_avx512(const float* p, const void* v, size_t stride, int nk, int hd, float* out) {
   int c = 0;
-  for (; c + 256 <= hd; c += 256) attention_values_chunk<16>(p, v + c, stride, nk, out + c);
-  for (; c + 64 <= hd; c += 64) attention_values_chunk<4>(p, v + c, stride, nk, out + c);
-  for (; c + 16 <= hd; c += 16) attention_values_chunk<1>(p, v + c, stride, nk, out + c);
+  for (; c + 256 <= hd; c += 256) attention_values_chunk<T, 16>(p, v, size_t(c), stride, nk, out + c);
+  for (; c + 64 <= hd; c += 64) attention_values_chunk<T, 4>(p, v, size_t(c), stride, nk, out + c);
+  for (; c + 16 <= hd; c += 16) attention_values_chunk<T, 1>(p, v, size_t(c), stride, nk, out + c);
   for (; c < hd; ++c)
-    for (int i = 0; i < nk; ++i) out[c] += p[i] * v[size_t(i) * stride + c];
+    for (int i = 0; i < nk; ++i) out[c] += p[i] * load1<T>(v, size_t(i) * stride + size_t(c));
 }
 
 CONFLUX_AVX2 float dot_f32_avx2(const float* a, const float* b, int n) {
@@ -503,14 +517,30 @@ float dot_f32(const float* a, const float* b, int n) {
   }
 }
 
-void attention_scores(const float* q, const float* k, size_t stride, int nk, int hd, float* scores) {
-  if (g_isa == Isa::Avx512) return attention_scores_avx512(q, k, stride, nk, hd, scores);
-  for (int i = 0; i < nk; ++i) scores[i] = dot_f32(q, k + size_t(i) * stride, hd);
+void attention_scores(const float* q, const void* k, DType t, size_t stride, int nk, int hd, float* scores) {
+  if (g_isa == Isa::Avx512) {
+    if (t == DType::BF16) return attention_scores_avx512<DType::BF16>(q, k, stride, nk, hd, scores);
+    return attention_scores_avx512<DType::F32>(q, k, stride, nk, hd, scores);
+  }
+  const size_t elem = dtype_size(t);
+  for (int i = 0; i < nk; ++i) {
+    const uint8_t* ki = static_cast<const uint8_t*>(k) + size_t(i) * stride * elem;
+    dot_rows(t, q, ki, 0, 1, hd, scores + i);
+  }
 }
 
-void attention_values(const float* p, const float* v, size_t stride, int nk, int hd, float* out) {
-  if (g_isa == Isa::Avx512) return attention_values_avx512(p, v, stride, nk, hd, out);
-  for (int i = 0; i < nk; ++i) axpy(p[i], v + size_t(i) * stride, out, hd);
+void attention_values(const float* p, const void* v, DType t, size_t stride, int nk, int hd, float* out) {
+  if (g_isa == Isa::Avx512) {
+    if (t == DType::BF16) return attention_values_avx512<DType::BF16>(p, v, stride, nk, hd, out);
+    return attention_values_avx512<DType::F32>(p, v, stride, nk, hd, out);
+  }
+  if (t == DType::F32) {
+    for (int i = 0; i < nk; ++i) axpy(p[i], static_cast<const float*>(v) + size_t(i) * stride, out, hd);
+    return;
+  }
+  const uint16_t* vb = static_cast<const uint16_t*>(v);
+  for (int i = 0; i < nk; ++i)
+    for (int c = 0; c < hd; ++c) out[c] += p[i] * bf16_to_f32(vb[size_t(i) * stride + size_t(c)]);
 }
 
 float stream_sum(const float* x, size_t n) {

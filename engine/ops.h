@@ -67,11 +67,11 @@ void softcap(float* y, int n, float cap);
 // Numerically safe softmax in place; entries equal to -inf get 0.
 void softmax(float* x, int n);
 float dot_f32(const float* a, const float* b, int n);
-// Attention over one head and nk keys stored `stride` floats apart (a run of KV cache slots):
-// scores[i] = dot(q, k_i) (hd floats each), and out += Σ_i p[i] · v_i (out accumulates; the caller
-// zeroes it before the first run of slots).
-void attention_scores(const float* q, const float* k, size_t stride, int nk, int hd, float* scores);
-void attention_values(const float* p, const float* v, size_t stride, int nk, int hd, float* out);
+// Attention over one head and nk keys stored `stride` elements apart in dtype t (F32 or BF16: a run
+// of KV cache slots): scores[i] = dot(q, k_i) (hd values each), and out += Σ_i p[i] · v_i (out
+// accumulates; the caller zeroes it before the first run of slots).
+void attention_scores(const float* q, const void* k, DType t, size_t stride, int nk, int hd, float* scores);
+void attention_values(const float* p, const void* v, DType t, size_t stride, int nk, int hd, float* out);
 // Σ x[i] over a long buffer with independent accumulators: a read-only memory stream (the bandwidth
 // test of `conflux bench`); the sum only keeps the loads from being optimised away.
 float stream_sum(const float* x, size_t n);

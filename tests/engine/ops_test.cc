@@ -181,25 +181,29 @@ TEST(Ops, SoftcapAndGeluMatchScalarTwins) {
   }
 }
 
-// Attention over a run of slots against dot_f32 / axpy per key: head sizes with and without the
-// 256-, 64- and 16-float chunks, rows padded (stride > hd); 1e-5 of Σ|terms| for the summation order.
+// Attention over a run of slots against the scalar per-key twins (dot, axpy on the stored values), for
+// f32 and bf16 entries: head sizes with and without the 256-, 64- and 16-float chunks, rows padded
+// (stride > hd); 1e-5 of Σ|terms| for the summation order.
 TEST(Ops, AttentionKernelsMatchPerKeyTwins) {
-  for (int hd : {16, 32, 40, 64, 256, 512}) {
-    const int nk = 37;
-    const size_t stride = size_t(hd) + 16;
-    const auto q = randn(size_t(hd), 14), k = randn(stride * nk, 15), v = randn(stride * nk, 16);
-    std::vector<float> sc(nk), out(size_t(hd), 0.5f), ref_out(size_t(hd), 0.5f);
-    attention_scores(q.data(), k.data(), stride, nk, hd, sc.data());
-    for (int i = 0; i < nk; ++i) {
-      double mag = 0;
-      for (int c = 0; c < hd; ++c) mag += std::fabs(q[size_t(c)] * k[size_t(i) * stride + c]);
-      EXPECT_NEAR(sc[size_t(i)], scalar::dot_f32(q.data(), k.data() + size_t(i) * stride, hd), 1e-5 * mag) << hd;
+  for (DType t : {DType::F32, DType::BF16})
+    for (int hd : {16, 32, 40, 64, 256, 512}) {
+      const int nk = 37;
+      const size_t stride = size_t(hd) + 16;
+      const auto q = randn(size_t(hd), 14);
+      const StoredWeights k = store(randn(stride * nk, 15), t), v = store(randn(stride * nk, 16), t);
+      std::vector<float> sc(nk), out(size_t(hd), 0.5f), ref_out(size_t(hd), 0.5f);
+      attention_scores(q.data(), k.bytes.data(), t, stride, nk, hd, sc.data());
+      for (int i = 0; i < nk; ++i) {
+        double mag = 0;
+        for (int c = 0; c < hd; ++c) mag += std::fabs(q[size_t(c)] * k.values[size_t(i) * stride + c]);
+        EXPECT_NEAR(sc[size_t(i)], scalar::dot_f32(q.data(), k.values.data() + size_t(i) * stride, hd), 1e-5 * mag)
+            << dtype_name(t) << " " << hd;
+      }
+      softmax(sc.data(), nk);
+      attention_values(sc.data(), v.bytes.data(), t, stride, nk, hd, out.data());  // accumulates onto 0.5
+      for (int i = 0; i < nk; ++i) scalar::axpy(sc[size_t(i)], v.values.data() + size_t(i) * stride, ref_out.data(), hd);
+      for (int c = 0; c < hd; ++c) EXPECT_NEAR(out[size_t(c)], ref_out[size_t(c)], 1e-5) << dtype_name(t) << " " << hd << " " << c;
     }
-    softmax(sc.data(), nk);
-    attention_values(sc.data(), v.data(), stride, nk, hd, out.data());  // accumulates onto 0.5
-    for (int i = 0; i < nk; ++i) scalar::axpy(sc[size_t(i)], v.data() + size_t(i) * stride, ref_out.data(), hd);
-    for (int c = 0; c < hd; ++c) EXPECT_NEAR(out[size_t(c)], ref_out[size_t(c)], 1e-5) << hd << " " << c;
-  }
 }
 
 TEST(Ops, RmsNormWithAndWithoutWeight) {
