@@ -7,24 +7,24 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <fstream>
-#include <memory>
-#include <sstream>
-#include <filesystem>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "app/cli.h"
-#include "engine/tokenizer.h"
 #include "engine/model.h"
 #include "engine/ops.h"
 #include "engine/quant.h"
+#include "engine/tokenizer.h"
 
 namespace conflux::app {
 
@@ -283,7 +283,8 @@ int cmd_bench(int argc, char** argv) {
   // 1. Memory bandwidth, before any model is resident; the buffer is freed before the models load.
   std::vector<std::pair<int, double>> bandwidth;  // (threads, GB/s)
   {
-    std::vector<float> buf(size_t(bandwidth_mib) * size_t(kBytesPerMib) / sizeof(float), 1.f);  // written: pages resident
+    std::vector<float> buf(size_t(bandwidth_mib) * size_t(kBytesPerMib) / sizeof(float),
+                           1.f);  // written: pages resident
     for (int threads : thread_counts) {
       bandwidth.emplace_back(threads, measure_bandwidth(buf, threads));
       std::fprintf(stderr, "conflux bench: bandwidth with %d thread(s): %.2f GB/s\n", threads, bandwidth.back().second);
@@ -344,22 +345,24 @@ int cmd_bench(int argc, char** argv) {
   double bandwidth_max = 0;
   for (const auto& [t, gb] : bandwidth) bandwidth_max = std::max(bandwidth_max, gb);
   if (as_json) {
-    nlohmann::json out = {{"model", model_dir},
-                          {"dtype", stored_dtype},
-                          {"isa", kernel_isa()},
-                          {"kv_cache_bytes", kv_bytes},
-                          {"prompt_tokens", settings.prompt_tokens},
-                          {"decode_tokens", settings.decode_tokens},
-                          {"repeats", settings.repeats},
-                          {"tokenizer_load_s", tokenizer_load_s >= 0 ? nlohmann::json(tokenizer_load_s) : nlohmann::json(nullptr)},
-                          {"bandwidth_gb_s", bandwidth_max},
-                          {"bandwidth", nlohmann::json::array()},
-                          {"bandwidth_buffer_mib", bandwidth_mib},
-                          {"peak_rss_per_format", peak_is_per_format},
-                          {"rss_before_model_mb", baseline_rss.empty() ? 0.0 : *std::min_element(baseline_rss.begin(), baseline_rss.end())},
-                          {"load_average_before", load_before},
-                          {"load_average_after", load_after},
-                          {"runs", nlohmann::json::array()}};
+    nlohmann::json out = {
+        {"model", model_dir},
+        {"dtype", stored_dtype},
+        {"isa", kernel_isa()},
+        {"kv_cache_bytes", kv_bytes},
+        {"prompt_tokens", settings.prompt_tokens},
+        {"decode_tokens", settings.decode_tokens},
+        {"repeats", settings.repeats},
+        {"tokenizer_load_s", tokenizer_load_s >= 0 ? nlohmann::json(tokenizer_load_s) : nlohmann::json(nullptr)},
+        {"bandwidth_gb_s", bandwidth_max},
+        {"bandwidth", nlohmann::json::array()},
+        {"bandwidth_buffer_mib", bandwidth_mib},
+        {"peak_rss_per_format", peak_is_per_format},
+        {"rss_before_model_mb",
+         baseline_rss.empty() ? 0.0 : *std::min_element(baseline_rss.begin(), baseline_rss.end())},
+        {"load_average_before", load_before},
+        {"load_average_after", load_after},
+        {"runs", nlohmann::json::array()}};
     for (const auto& [t, gb] : bandwidth) out["bandwidth"].push_back({{"threads", t}, {"gb_s", gb}});
     for (const ThreadRun& r : runs)
       out["runs"].push_back({{"format", r.format},
@@ -373,10 +376,12 @@ int cmd_bench(int argc, char** argv) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf("model    %s\nstored   %s\nisa      %s\nkv cache %zu bytes (%.1f MiB)\nload avg %s (before), %s (after)\n",
-              model_dir.c_str(), stored_dtype.c_str(), kernel_isa(), kv_bytes, double(kv_bytes) / kBytesPerMib,
-              load_before.c_str(), load_after.c_str());
-  for (const auto& [t, gb] : bandwidth) std::printf("bandwidth %d thread(s): %.2f GB/s (read-only, %d MiB)\n", t, gb, bandwidth_mib);
+  std::printf(
+      "model    %s\nstored   %s\nisa      %s\nkv cache %zu bytes (%.1f MiB)\nload avg %s (before), %s (after)\n",
+      model_dir.c_str(), stored_dtype.c_str(), kernel_isa(), kv_bytes, double(kv_bytes) / kBytesPerMib,
+      load_before.c_str(), load_after.c_str());
+  for (const auto& [t, gb] : bandwidth)
+    std::printf("bandwidth %d thread(s): %.2f GB/s (read-only, %d MiB)\n", t, gb, bandwidth_mib);
   if (tokenizer_load_s >= 0) std::printf("tokenizer.json loads in %.3f s\n", tokenizer_load_s);
   if (!baseline_rss.empty())
     std::printf("RSS before each model loads: %.1f MiB (the binary and its libraries)\n",

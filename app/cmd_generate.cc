@@ -50,7 +50,8 @@ int cmd_generate(int argc, char** argv) {
     return 0;
   }
   args.reject_unknown({"model", "prompt", "image", "audio", "budget", "system", "thinking", "max-tokens", "greedy",
-                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention", "quantize", "kv-cache"});
+                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention", "quantize",
+                       "kv-cache"});
   const std::string dir = args.require("model");
   const std::string prompt = args.require("prompt");
   const int budget = args.get_int("budget", 280);

@@ -40,8 +40,10 @@ void add_tensor(std::vector<TensorToWrite>& out, const std::string& name, const 
     return;
   }
   const int64_t rows = t.shape[0], cols = t.shape[1];
-  if (t.dtype == DType::Q8_0) out.push_back({name, DType::I8, {rows, cols}, t.data});
-  else out.push_back({name, DType::U8, {rows, cols / 2}, t.data});
+  if (t.dtype == DType::Q8_0)
+    out.push_back({name, DType::I8, {rows, cols}, t.data});
+  else
+    out.push_back({name, DType::U8, {rows, cols / 2}, t.data});
   out.push_back({name + ".scales", DType::F16, {rows, cols / kQuantBlock}, t.scales});
 }
 
@@ -63,7 +65,8 @@ int cmd_quantize(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw CliError("--type: " + std::string(e.what()));
   }
-  if (format != WeightFormat::Q8_0 && format != WeightFormat::Q4_0) throw CliError("--type must be q8 or q4, got '" + type + "'");
+  if (format != WeightFormat::Q8_0 && format != WeightFormat::Q4_0)
+    throw CliError("--type must be q8 or q4, got '" + type + "'");
   if (fs::exists(out) && fs::equivalent(src, out)) throw CliError("--out must differ from --model");
 
   LoadOptions load;
@@ -77,7 +80,8 @@ int cmd_quantize(int argc, char** argv) {
   for (const TensorSlot& slot : tensor_table(model->config(), weights))
     if (slot.weight->present()) add_tensor(tensors, slot.name, slot.weight->ref);
   const std::string dtype_field = format == WeightFormat::Q8_0 ? "q8_0" : "q4_0";
-  write_safetensors((out / "model.safetensors").string(), tensors, {{"format", "pt"}, {"conflux_quantization", dtype_field}});
+  write_safetensors((out / "model.safetensors").string(), tensors,
+                    {{"format", "pt"}, {"conflux_quantization", dtype_field}});
 
   // config.json as it was, plus the quantization field the loader checks.
   const fs::path cfg_in = src / "config.json";

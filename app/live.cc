@@ -48,9 +48,9 @@ const char* const kLiveOptionsHelp =
     "  --encoder-baseline     also run E4B-sized stand-in encoders, to measure what encoder-free saves\n";
 
 const std::vector<std::string> kLiveOptionNames = {
-    "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood", "hangover-ms",
-    "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context", "record",
-    "metrics", "transcript", "duration"};
+    "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood",
+    "hangover-ms", "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context",
+    "record", "metrics", "transcript", "duration"};
 const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
                                                  "no-status"};
 

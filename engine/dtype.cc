@@ -104,8 +104,7 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
-    default:
-      break;
+    default: break;
   }
   // I8 / U8 / quantized are not element types: callers use dequantize_rows (engine/quant.h).
   throw std::logic_error("convert_to_f32: " + std::string(dtype_name(t)) + " is not an element type");

@@ -39,10 +39,10 @@ class KvCache {
 
  private:
   struct Layer {
-    int capacity = 0;            // slots
-    size_t row = 0;              // n_kv * hd values per slot
-    std::vector<uint8_t> k;      // (capacity, n_kv, hd) in dtype_
-    std::vector<uint8_t> v;      // (capacity, n_kv, hd) in dtype_
+    int capacity = 0;        // slots
+    size_t row = 0;          // n_kv * hd values per slot
+    std::vector<uint8_t> k;  // (capacity, n_kv, hd) in dtype_
+    std::vector<uint8_t> v;  // (capacity, n_kv, hd) in dtype_
   };
   const void* entry(const std::vector<uint8_t>& buf, int layer, int slot) const {
     return buf.data() + size_t(slot) * layers_[size_t(layer)].row * dtype_size(dtype_);

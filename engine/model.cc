@@ -49,7 +49,6 @@ size_t Model::decode_bytes_per_token() const {
   return n;
 }
 
-
 namespace {
 
 std::vector<float> rope_inv_freq(const LayerGeometry& g) {
@@ -258,7 +257,9 @@ void Context::attention(int l, int n, const int32_t* block_end) {
   const bool bidirectional = !g.full || rc_.image_attention == ImageAttention::AllLayers;
   const size_t score_stride = size_t(rc_.max_context) + size_t(rc_.max_chunk);
   const size_t elem = dtype_size(kv_.dtype());
-  auto head_entry = [&](const void* entry, int kvh) { return static_cast<const uint8_t*>(entry) + size_t(kvh) * hd * elem; };
+  auto head_entry = [&](const void* entry, int kvh) {
+    return static_cast<const uint8_t*>(entry) + size_t(kvh) * hd * elem;
+  };
   auto task = [&](int task_id, int thread) {
     const int j = task_id / H, h = task_id % H, kvh = h / group;  // GQA: contiguous query heads share a KV head
     const int64_t pos = n_past_ + j;

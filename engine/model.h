@@ -53,7 +53,9 @@ class Model {
   // Bytes of weights one decoded text token streams: every decoder matrix plus the head.
   size_t decode_bytes_per_token() const;
   // The decoder's matrix format (the first layer's q_proj; the embedding may differ in a q4 file).
-  DType weight_dtype() const { return weights_.layers.empty() ? weights_.embed_tokens.ref.dtype : weights_.layers[0].q_proj.ref.dtype; }
+  DType weight_dtype() const {
+    return weights_.layers.empty() ? weights_.embed_tokens.ref.dtype : weights_.layers[0].q_proj.ref.dtype;
+  }
 
  private:
   Model() = default;

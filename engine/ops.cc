@@ -152,7 +152,8 @@ CONFLUX_AVX2 void widen_avx2(const void* src, float* dst, size_t n) {
 // prefetchers keep ahead of. Interleaving four rows (dot_rows_avx512) reached about half the read
 // bandwidth when W comes from memory.
 template <DType T>
-CONFLUX_AVX512 void dot_rows_streaming_avx512(const float* x, const void* w, size_t stride, int rows, int n, float* out) {
+CONFLUX_AVX512 void dot_rows_streaming_avx512(const float* x, const void* w, size_t stride, int rows, int n,
+                                              float* out) {
   for (int r = 0; r < rows; ++r) {
     const size_t base = size_t(r) * stride;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -203,17 +204,25 @@ CONFLUX_AVX512 void dot_tile4x4_avx512(const float* x, const float* w, size_t ld
     const __m512 a0 = _mm512_maskz_loadu_ps(m, x0 + i), a1 = _mm512_maskz_loadu_ps(m, x1 + i);
     const __m512 a2 = _mm512_maskz_loadu_ps(m, x2 + i), a3 = _mm512_maskz_loadu_ps(m, x3 + i);
     __m512 b = _mm512_maskz_loadu_ps(m, w0 + i);
-    c00 = _mm512_fmadd_ps(a0, b, c00); c10 = _mm512_fmadd_ps(a1, b, c10);
-    c20 = _mm512_fmadd_ps(a2, b, c20); c30 = _mm512_fmadd_ps(a3, b, c30);
+    c00 = _mm512_fmadd_ps(a0, b, c00);
+    c10 = _mm512_fmadd_ps(a1, b, c10);
+    c20 = _mm512_fmadd_ps(a2, b, c20);
+    c30 = _mm512_fmadd_ps(a3, b, c30);
     b = _mm512_maskz_loadu_ps(m, w1 + i);
-    c01 = _mm512_fmadd_ps(a0, b, c01); c11 = _mm512_fmadd_ps(a1, b, c11);
-    c21 = _mm512_fmadd_ps(a2, b, c21); c31 = _mm512_fmadd_ps(a3, b, c31);
+    c01 = _mm512_fmadd_ps(a0, b, c01);
+    c11 = _mm512_fmadd_ps(a1, b, c11);
+    c21 = _mm512_fmadd_ps(a2, b, c21);
+    c31 = _mm512_fmadd_ps(a3, b, c31);
     b = _mm512_maskz_loadu_ps(m, w2 + i);
-    c02 = _mm512_fmadd_ps(a0, b, c02); c12 = _mm512_fmadd_ps(a1, b, c12);
-    c22 = _mm512_fmadd_ps(a2, b, c22); c32 = _mm512_fmadd_ps(a3, b, c32);
+    c02 = _mm512_fmadd_ps(a0, b, c02);
+    c12 = _mm512_fmadd_ps(a1, b, c12);
+    c22 = _mm512_fmadd_ps(a2, b, c22);
+    c32 = _mm512_fmadd_ps(a3, b, c32);
     b = _mm512_maskz_loadu_ps(m, w3 + i);
-    c03 = _mm512_fmadd_ps(a0, b, c03); c13 = _mm512_fmadd_ps(a1, b, c13);
-    c23 = _mm512_fmadd_ps(a2, b, c23); c33 = _mm512_fmadd_ps(a3, b, c33);
+    c03 = _mm512_fmadd_ps(a0, b, c03);
+    c13 = _mm512_fmadd_ps(a1, b, c13);
+    c23 = _mm512_fmadd_ps(a2, b, c23);
+    c33 = _mm512_fmadd_ps(a3, b, c33);
   }
   const __m512 rows[4][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}};
   for (int j = 0; j < 4; ++j)
@@ -236,7 +245,8 @@ CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
 }
 // Attention over one head: the kernel loops over the keys itself (one call per head, not per key).
 template <DType T>
-CONFLUX_AVX512 void attention_scores_avx512(const float* q, const void* k, size_t stride, int nk, int hd, float* scores) {
+CONFLUX_AVX512 void attention_scores_avx512(const float* q, const void* k, size_t stride, int nk, int hd,
+                                            float* scores) {
   for (int i = 0; i < nk; ++i) {
     const size_t base = size_t(i) * stride;
     __m512 s0 = _mm512_setzero_ps(), s1 = s0;
@@ -254,7 +264,8 @@ CONFLUX_AVX512 void attention_scores_avx512(const float* q, const void* k, size_
 
 // out[c .. c + 16V) += Σ_i p[i] · v_i[c .. c + 16V): V accumulators stay in registers over all keys.
 template <DType T, int V>
-CONFLUX_AVX512 void attention_values_chunk(const float* p, const void* v, size_t c0, size_t stride, int nk, float* out) {
+CONFLUX_AVX512 void attention_values_chunk(const float* p, const void* v, size_t c0, size_t stride, int nk,
+                                           float* out) {
   __m512 acc[V];
 #pragma GCC unroll 16
   for (int c = 0; c < V; ++c) acc[c] = _mm512_loadu_ps(out + 16 * c);
@@ -287,12 +298,13 @@ CONFLUX_AVX2 float dot_f32_avx2(const float* a, const float* b, int n) {
 // exp(z) for z <= 0 (Cephes expf): z = k ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial,
 // 2^k put into the exponent bits. z is clamped at -87 so 2^k stays a normal float.
 constexpr float kExpLow = -87.f, kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
-                            5.0000001201e-1f};
+constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 
 CONFLUX_AVX512 inline __m512 exp_neg16(__m512 z) {
   z = _mm512_max_ps(z, _mm512_set1_ps(kExpLow));
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 k =
+      _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Hi), z);
   r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Lo), r);
   __m512 p = _mm512_set1_ps(kExpP[0]);
@@ -312,7 +324,8 @@ CONFLUX_AVX512 inline __m512 tanh16(__m512 v) {
 }
 CONFLUX_AVX2 inline __m256 exp_neg8(__m256 z) {
   z = _mm256_max_ps(z, _mm256_set1_ps(kExpLow));
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 k =
+      _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(kLn2Hi), z);
   r = _mm256_fnmadd_ps(k, _mm256_set1_ps(kLn2Lo), r);
   __m256 p = _mm256_set1_ps(kExpP[0]);
@@ -333,13 +346,15 @@ CONFLUX_AVX2 inline __m256 tanh8(__m256 v) {
 CONFLUX_AVX512 void softcap_avx512(float* y, int n, float cap) {
   const __m512 c = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.f / cap);
   int i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(c, tanh16(_mm512_mul_ps(_mm512_loadu_ps(y + i), inv))));
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_mul_ps(c, tanh16(_mm512_mul_ps(_mm512_loadu_ps(y + i), inv))));
   scalar::softcap(y + i, n - i, cap);
 }
 CONFLUX_AVX2 void softcap_avx2(float* y, int n, float cap) {
   const __m256 c = _mm256_set1_ps(cap), inv = _mm256_set1_ps(1.f / cap);
   int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(c, tanh8(_mm256_mul_ps(_mm256_loadu_ps(y + i), inv))));
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(c, tanh8(_mm256_mul_ps(_mm256_loadu_ps(y + i), inv))));
   scalar::softcap(y + i, n - i, cap);
 }
 
@@ -349,9 +364,11 @@ CONFLUX_AVX512 void gelu_mul_avx512(float* a, const float* b, int n) {
   int i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 x = _mm512_loadu_ps(a + i);
-    const __m512 inner = _mm512_mul_ps(_mm512_set1_ps(kSqrt2OverPi),
-                                       _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluCubic), x), _mm512_mul_ps(x, x), x));
-    const __m512 g = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.f), tanh16(inner)));
+    const __m512 inner =
+        _mm512_mul_ps(_mm512_set1_ps(kSqrt2OverPi),
+                      _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluCubic), x), _mm512_mul_ps(x, x), x));
+    const __m512 g =
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.f), tanh16(inner)));
     _mm512_storeu_ps(a + i, _mm512_mul_ps(g, _mm512_loadu_ps(b + i)));
   }
   scalar::gelu_mul(a + i, b + i, n - i);
@@ -360,9 +377,11 @@ CONFLUX_AVX2 void gelu_mul_avx2(float* a, const float* b, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 x = _mm256_loadu_ps(a + i);
-    const __m256 inner = _mm256_mul_ps(_mm256_set1_ps(kSqrt2OverPi),
-                                       _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluCubic), x), _mm256_mul_ps(x, x), x));
-    const __m256 g = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.f), tanh8(inner)));
+    const __m256 inner =
+        _mm256_mul_ps(_mm256_set1_ps(kSqrt2OverPi),
+                      _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluCubic), x), _mm256_mul_ps(x, x), x));
+    const __m256 g =
+        _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.f), tanh8(inner)));
     _mm256_storeu_ps(a + i, _mm256_mul_ps(g, _mm256_loadu_ps(b + i)));
   }
   scalar::gelu_mul(a + i, b + i, n - i);
@@ -611,8 +630,8 @@ void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& 
   const int out_dim = int(w.shape[0]);
   const int in_dim = int(w.shape[1]);
   const int nb = in_dim / kQuantBlock;
-  int8_t* xq = reinterpret_cast<int8_t*>(scratch);                                   // (n, in_dim)
-  float* xd = scratch + (size_t(n) * size_t(in_dim) + sizeof(float) - 1) / sizeof(float);  // (n, nb)
+  int8_t* xq = reinterpret_cast<int8_t*>(scratch);                                           // (n, in_dim)
+  float* xd = scratch + (size_t(n) * size_t(in_dim) + sizeof(float) - 1) / sizeof(float);    // (n, nb)
   int8_t* unpacked = reinterpret_cast<int8_t*>(scratch + quantized_rows_floats(in_dim, n));  // (threads, 16, in_dim)
   auto quantize_row = [&](int j, int) {
     quantize_activation(x + size_t(j) * in_dim, in_dim, xq + size_t(j) * in_dim, xd + size_t(j) * nb);

@@ -13,9 +13,9 @@
 namespace conflux {
 
 namespace {
-constexpr int kBlock = kQuantBlock;       // 32 weights per block
-constexpr int kHalfBlock = kBlock / 2;    // Q4_0: bytes per block
-constexpr float kQ8Max = 127.f;           // activations use [-127, 127], so negation never overflows
+constexpr int kBlock = kQuantBlock;     // 32 weights per block
+constexpr int kHalfBlock = kBlock / 2;  // Q4_0: bytes per block
+constexpr float kQ8Max = 127.f;         // activations use [-127, 127], so negation never overflows
 
 // The activation block's scale inverse, computed the same way by every variant so that all of them
 // produce identical int8 values.
@@ -142,7 +142,8 @@ CONFLUX_AVX2 void dot_q4_avx2(const int8_t* xq, const float* xd, const void* w, 
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + size_t(b) * kBlock));
     const __m256i offset = _mm256_maddubs_epi16(eights, xv);
     for (int r = 0; r < rows; ++r) {
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + size_t(r) * rb + size_t(b) * kHalfBlock));
+      const __m128i raw =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + size_t(r) * rb + size_t(b) * kHalfBlock));
       // Low half: weights 0..15 (low nibbles); high half: weights 16..31 (high nibbles).
       const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
       const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv), offset);
@@ -179,18 +180,20 @@ CONFLUX_VNNI inline __m512 weight_pair_scales(const uint16_t* s) {
   return pair_scales(_mm_cvtph_ps(_mm_cvtsi32_si128(int(load_u32(s)))));
 }
 
-
 // dw · dx of 16 consecutive blocks: one f16 conversion and one multiply for 8 block pairs.
 CONFLUX_VNNI inline __m512 block_scales16(const uint16_t* dw, const float* dx) {
   return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dw))), _mm512_loadu_ps(dx));
 }
 
 // Lanes 0-7 get scale 2p of d, lanes 8-15 scale 2p + 1 (the lane layout of a two-block dot).
-alignas(64) constexpr int32_t kSpreadPair[8][16] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},     {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},     {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},     {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13}, {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+alignas(64) constexpr int32_t kSpreadPair[8][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                                    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                                    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                                    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+                                                    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
+                                                    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+                                                    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
+                                                    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
 CONFLUX_VNNI inline __m512 spread_pair(__m512 d, int p) {
   return _mm512_permutexvar_ps(_mm512_load_si512(kSpreadPair[p]), d);
 }
@@ -222,7 +225,9 @@ CONFLUX_VNNI void dot_q8_vnni(const int8_t* xq, const float* xd, const void* w, 
       }
     }
     for (; b + 2 <= nb; b += 2) {
-      const __m512 sc = _mm512_mul_ps(weight_pair_scales(sr + b), pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
+      const __m512 sc =
+          _mm512_mul_ps(weight_pair_scales(sr + b),
+                        pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
       acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_pair_dot(wr, xq, b)), sc, acc0);
     }
     float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
@@ -270,7 +275,9 @@ CONFLUX_VNNI void dot_q4_vnni(const int8_t* xq, const float* xd, const void* w, 
       }
     }
     for (; b + 2 <= nb; b += 2) {
-      const __m512 sc = _mm512_mul_ps(weight_pair_scales(sr + b), pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
+      const __m512 sc =
+          _mm512_mul_ps(weight_pair_scales(sr + b),
+                        pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
       acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wr, xq, b)), sc, acc0);
     }
     float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
@@ -279,7 +286,8 @@ CONFLUX_VNNI void dot_q4_vnni(const int8_t* xq, const float* xd, const void* w, 
       const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + size_t(b) * kHalfBlock));
       const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
       const __m256i zero = _mm256_setzero_si256();
-      const __m256i dot = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, wv, xv), _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(8), xv));
+      const __m256i dot =
+          _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, wv, xv), _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(8), xv));
       sum += hsum256(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(sr[b]) * xd[b]);
     }
     out[r] = sum;

@@ -2,12 +2,12 @@
 // row decoder that turns any stored row back into f32 (embedding lookup, widening for conversions).
 #include "engine/quant.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-
-#include <sys/mman.h>
-#include <unistd.h>
 #include <stdexcept>
 
 namespace conflux {
@@ -99,8 +99,10 @@ void encode_rows(DType t, const float* src, int64_t row0, int64_t rows, int64_t 
       const size_t block_bytes = row_bytes(t, kQuantBlock);
       for (int64_t b = 0; b < rows * nb; ++b) {
         const float* w = src + size_t(b) * kQuantBlock;
-        if (t == DType::Q8_0) quantize_block_q8(w, reinterpret_cast<int8_t*>(dst) + size_t(b) * block_bytes, sc + b);
-        else quantize_block_q4(w, dst + size_t(b) * block_bytes, sc + b);
+        if (t == DType::Q8_0)
+          quantize_block_q8(w, reinterpret_cast<int8_t*>(dst) + size_t(b) * block_bytes, sc + b);
+        else
+          quantize_block_q4(w, dst + size_t(b) * block_bytes, sc + b);
       }
       return;
     }
@@ -120,14 +122,16 @@ ConvertedTensor convert_matrix(const TensorRef& src, DType t, ThreadPool& pool, 
   if (src.shape.size() != 2) throw std::logic_error("convert_matrix: " + src.name + " is not 2-D");
   const int64_t rows = src.shape[0], cols = src.shape[1];
   if (!can_store_as(t, cols))
-    throw CheckpointError(src.file + ": tensor " + src.name + " has " + std::to_string(cols) + " columns, not a multiple of " +
-                          std::to_string(kQuantBlock) + ", so it cannot be " + std::string(dtype_name(t)));
+    throw CheckpointError(src.file + ": tensor " + src.name + " has " + std::to_string(cols) +
+                          " columns, not a multiple of " + std::to_string(kQuantBlock) + ", so it cannot be " +
+                          std::string(dtype_name(t)));
   ConvertedTensor out;
   out.data.resize(size_t(rows) * row_bytes(t, cols));
   if (is_quantized(t)) out.scales.resize(size_t(rows) * size_t(cols / kQuantBlock));
   constexpr int64_t kRowsPerStep = 64;  // bounds each thread's f32 staging buffer
   const int64_t steps = (rows + kRowsPerStep - 1) / kRowsPerStep;
-  std::vector<std::vector<float>> staging(size_t(pool.size()), std::vector<float>(size_t(std::min(rows, kRowsPerStep) * cols)));
+  std::vector<std::vector<float>> staging(size_t(pool.size()),
+                                          std::vector<float>(size_t(std::min(rows, kRowsPerStep) * cols)));
   const size_t src_row_bytes = row_bytes(src.dtype, cols), src_row_scales = size_t(cols / kQuantBlock);
   auto step = [&](int s, int thread) {
     const int64_t r = s * kRowsPerStep, n = std::min(kRowsPerStep, rows - r);
@@ -135,7 +139,8 @@ ConvertedTensor convert_matrix(const TensorRef& src, DType t, ThreadPool& pool, 
     encode_rows(t, staging[size_t(thread)].data(), r, n, cols, out);
     if (release_source) {
       release_pages(static_cast<const uint8_t*>(src.data) + size_t(r) * src_row_bytes, size_t(n) * src_row_bytes);
-      if (src.scales) release_pages(src.scales + size_t(r) * src_row_scales, size_t(n) * src_row_scales * sizeof(uint16_t));
+      if (src.scales)
+        release_pages(src.scales + size_t(r) * src_row_scales, size_t(n) * src_row_scales * sizeof(uint16_t));
     }
   };
   pool.parallel_for(int(steps), step);

@@ -170,13 +170,15 @@ void Checkpoint::pair_quantized() {
   for (const std::string& sname : scale_names) {
     const TensorRef& scales = *index_.at(sname);
     const std::string name = sname.substr(0, sname.size() - kSuffix.size());
-    auto bad = [&](const std::string& what) { return CheckpointError(scales.file + ": tensor " + sname + ": " + what); };
+    auto bad = [&](const std::string& what) {
+      return CheckpointError(scales.file + ": tensor " + sname + ": " + what);
+    };
     auto it = index_.find(name);
     if (it == index_.end()) throw bad("block scales without their tensor " + name);
     const TensorRef& packed = *it->second;
     if (scales.dtype != DType::F16 || scales.shape.size() != 2)
-      throw bad("block scales must be F16 of shape (rows, cols / 32), got " + std::string(dtype_name(scales.dtype)) + " " +
-                scales.shape_str());
+      throw bad("block scales must be F16 of shape (rows, cols / 32), got " + std::string(dtype_name(scales.dtype)) +
+                " " + scales.shape_str());
     if (packed.shape.size() != 2 || packed.shape[0] != scales.shape[0])
       throw bad("shape " + scales.shape_str() + " does not match " + packed.name + " " + packed.shape_str());
     const int64_t cols = scales.shape[1] * kQuantBlock;
@@ -186,9 +188,10 @@ void Checkpoint::pair_quantized() {
     } else if (packed.dtype == DType::U8 && packed.shape[1] * 2 == cols) {
       q->dtype = DType::Q4_0;
     } else {
-      throw bad("expects " + packed.name + " to be I8 (" + std::to_string(packed.shape[0]) + ", " + std::to_string(cols) +
-                ") for Q8_0 or U8 (" + std::to_string(packed.shape[0]) + ", " + std::to_string(cols / 2) +
-                ") for Q4_0, got " + std::string(dtype_name(packed.dtype)) + " " + packed.shape_str());
+      throw bad("expects " + packed.name + " to be I8 (" + std::to_string(packed.shape[0]) + ", " +
+                std::to_string(cols) + ") for Q8_0 or U8 (" + std::to_string(packed.shape[0]) + ", " +
+                std::to_string(cols / 2) + ") for Q4_0, got " + std::string(dtype_name(packed.dtype)) + " " +
+                packed.shape_str());
     }
     if (reinterpret_cast<uintptr_t>(scales.data) % alignof(uint16_t) != 0) throw bad("scales are not 2-byte aligned");
     q->shape = {packed.shape[0], cols};

@@ -166,13 +166,19 @@ void check_quantization_config(const std::string& config_path, const ModelConfig
   }
   if (!j.contains("quantization_config")) return;
   const nlohmann::json& q = j["quantization_config"];
-  const std::string type = q.is_object() && q.contains("type") && q["type"].is_string() ? q["type"].get<std::string>() : "";
+  const std::string type =
+      q.is_object() && q.contains("type") && q["type"].is_string() ? q["type"].get<std::string>() : "";
   DType expect;
-  if (type == "q8_0") expect = DType::Q8_0;
-  else if (type == "q4_0") expect = DType::Q4_0;
-  else throw CheckpointError(config_path + ": field quantization_config.type must be \"q8_0\" or \"q4_0\", got " + q.dump());
+  if (type == "q8_0")
+    expect = DType::Q8_0;
+  else if (type == "q4_0")
+    expect = DType::Q4_0;
+  else
+    throw CheckpointError(config_path + ": field quantization_config.type must be \"q8_0\" or \"q4_0\", got " +
+                          q.dump());
   if (q.contains("block_size") && q["block_size"] != kQuantBlock)
-    throw CheckpointError(config_path + ": field quantization_config.block_size must be " + std::to_string(kQuantBlock));
+    throw CheckpointError(config_path + ": field quantization_config.block_size must be " +
+                          std::to_string(kQuantBlock));
   for (const TensorSlot& slot : tensor_table(config, weights)) {
     const Weight& w = *slot.weight;
     if (!w.present() || slot.role != WeightRole::Matrix || !can_store_as(expect, w.ref.shape[1])) continue;

@@ -63,7 +63,7 @@ struct ModelWeights {
   VisionWeights vision;
   AudioWeights audio;
   std::deque<std::vector<float>> owned_f32;  // f32 copies of small non-f32 vectors
-  std::deque<ConvertedTensor> owned_matrices; // matrices converted at load (LoadOptions::format)
+  std::deque<ConvertedTensor> owned_matrices;  // matrices converted at load (LoadOptions::format)
 };
 
 // How a tensor is initialised by the random-checkpoint writer.

@@ -2,6 +2,8 @@
 // odd block counts, the formats' round-trip error bounds, quantized matmul against an f32 product,
 // the checkpoint pairing of `NAME` + `NAME.scales`, and each weight format's logits on tiny-a
 // against the f32 weights (the accuracy table of the README).
+#include "engine/quant.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include "engine/case_file.h"
 #include "engine/model.h"
 #include "engine/ops.h"
-#include "engine/quant.h"
 #include "engine/sequence.h"
 
 namespace conflux {
@@ -62,7 +63,9 @@ struct IsaGuard {
   ~IsaGuard() { detail::force_isa(detail::detected_isa()); }
 };
 
-const char* isa_name(detail::Isa i) { return i == detail::Isa::Avx512 ? "avx512" : i == detail::Isa::Avx2 ? "avx2" : "scalar"; }
+const char* isa_name(detail::Isa i) {
+  return i == detail::Isa::Avx512 ? "avx512" : i == detail::Isa::Avx2 ? "avx2" : "scalar";
+}
 
 // Block counts 1, 3, 5, 11, 33: odd, so the AVX-512 kernels' two-block steps end with a lone block.
 const int kOddBlockCounts[] = {1, 2, 3, 5, 11, 33};
@@ -118,8 +121,10 @@ TEST_P(QuantDot, SimdMatchesScalarTwinAtEveryIsa) {
         dot_rows_quant(t, xq.data(), xd.data(), w.ref.data, w.ref.scales, r, n, got);
         for (int i = 0; i < r; ++i) {
           double mag = 0;
-          for (int k = 0; k < n; ++k) mag += std::fabs(double(wf[size_t(i) * n + k]) * xd[size_t(k / kQuantBlock)] * xq[size_t(k)]);
-          EXPECT_NEAR(got[i], ref[i], 1e-5 * mag + 1e-7) << dtype_name(t) << " " << isa_name(isa) << " blocks " << nb << " row " << i;
+          for (int k = 0; k < n; ++k)
+            mag += std::fabs(double(wf[size_t(i) * n + k]) * xd[size_t(k / kQuantBlock)] * xq[size_t(k)]);
+          EXPECT_NEAR(got[i], ref[i], 1e-5 * mag + 1e-7)
+              << dtype_name(t) << " " << isa_name(isa) << " blocks " << nb << " row " << i;
         }
       }
     }
@@ -196,9 +201,11 @@ TEST(QuantKernels, MatmulMatchesTwinKernelForBothBatchShapes) {
         scalar::quantize_activation(x.data() + size_t(j) * in, in, xq.data(), xd.data());
         for (int o = 0; o < out; ++o) {
           float ref;
-          scalar::dot_rows_quant(t, xq.data(), xd.data(), static_cast<const uint8_t*>(w.ref.data) + size_t(o) * row_bytes(t, in),
+          scalar::dot_rows_quant(t, xq.data(), xd.data(),
+                                 static_cast<const uint8_t*>(w.ref.data) + size_t(o) * row_bytes(t, in),
                                  w.ref.scales + size_t(o) * (in / kQuantBlock), 1, in, &ref);
-          EXPECT_NEAR(y[size_t(j) * out + o], ref, 1e-5 * (std::fabs(ref) + 1.0)) << dtype_name(t) << " n " << n << " o " << o;
+          EXPECT_NEAR(y[size_t(j) * out + o], ref, 1e-5 * (std::fabs(ref) + 1.0))
+              << dtype_name(t) << " n " << n << " o " << o;
         }
       }
     }
@@ -301,9 +308,8 @@ TEST(QuantAccuracy, EveryFormatStaysCloseToF32OnTinyA) {
     cases.push_back(load_case(kTinyA + "/cases/" + name + ".json"));
     base.push_back(case_logits(*f32, cases.back()));
   }
-  const FormatTolerance formats[] = {{WeightFormat::BF16, 1.5, 0.1, 1.0},
-                                     {WeightFormat::Q8_0, 6.0, 0.4, 1.0},
-                                     {WeightFormat::Q4_0, 18.0, 2.5, 0.95}};
+  const FormatTolerance formats[] = {
+      {WeightFormat::BF16, 1.5, 0.1, 1.0}, {WeightFormat::Q8_0, 6.0, 0.4, 1.0}, {WeightFormat::Q4_0, 18.0, 2.5, 0.95}};
   for (const FormatTolerance& f : formats) {
     LoadOptions opt;
     opt.format = f.format;
