@@ -81,4 +81,23 @@ void Args::reject_unknown(const std::vector<std::string>& known) const {
     if (!is_known(f)) throw CliError("unknown option --" + f);
 }
 
+LoadOptions load_options(const Args& args) {
+  LoadOptions o;
+  if (auto q = args.get("quantize")) {
+    try {
+      o.format = parse_weight_format(*q);
+    } catch (const std::invalid_argument& e) {
+      throw CliError("--quantize: " + std::string(e.what()));
+    }
+  }
+  return o;
+}
+
+DType kv_cache_option(const Args& args) {
+  const std::string v = args.get_or("kv-cache", "f32");
+  if (v == "f32") return DType::F32;
+  if (v == "bf16") return DType::BF16;
+  throw CliError("--kv-cache must be f32 or bf16, got '" + v + "'");
+}
+
 }  // namespace conflux::app

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/model.h"
+
 namespace conflux::app {
 
 struct CliError : std::runtime_error {
@@ -34,6 +36,12 @@ class Args {
   std::vector<std::string> flags_set_;
   std::vector<std::string> positional_;
 };
+
+// --quantize q8|q4|bf16|f32: the format every matrix is converted to at load (absent: as stored).
+// Throws CliError naming a bad value.
+LoadOptions load_options(const Args& args);
+// --kv-cache f32|bf16 (default f32). Throws CliError naming a bad value.
+DType kv_cache_option(const Args& args);
 
 // Subcommand entry point: argv[0] is the subcommand name. Returns the process exit code.
 using CommandFn = int (*)(int argc, char** argv);

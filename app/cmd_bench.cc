@@ -1,22 +1,30 @@
-// `conflux bench`: prefill and decode throughput of a checkpoint, llama-bench style. For each thread
-// count: a pp-style prefill of --prompt-tokens random ids from an empty context, then --decode-tokens
-// greedy single-token steps, each phase timed --repeats times and reported as the median.
+// `conflux bench`: in one process, a read-only memory-bandwidth test and then, for each weight format
+// (f32, bf16, q8, q4: the checkpoint converted at load) and thread count, llama-bench-style prefill
+// (pp: --prompt-tokens random ids from an empty context) and decode (--decode-tokens greedy steps)
+// throughput, each the median of --repeats runs, decode as a fraction of the bandwidth roofline, and
+// the peak RSS of that format (the high-water mark is reset between formats).
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "app/cli.h"
-#include "engine/tokenizer.h"
 #include "engine/model.h"
 #include "engine/ops.h"
+#include "engine/quant.h"
+#include "engine/tokenizer.h"
 
 namespace conflux::app {
 
@@ -27,17 +35,24 @@ namespace {
 const char* kUsage =
     "usage: conflux bench --model DIR [options]\n"
     "\n"
-    "Measures prefill tokens/s (random prompt from an empty context, fed in chunks of 512) and decode\n"
-    "tokens/s (greedy single-token steps after that prompt); each is the median of --repeats runs.\n"
-    "Also reports weight bytes, dtype, kernel ISA, KV cache bytes and peak RSS (MiB; the JSON's\n"
-    "peak_rss_mb is MiB too).\n"
+    "First measures read-only memory bandwidth (a stream over --bandwidth-mib MiB, far larger than the\n"
+    "caches, median of 5 passes) for each thread count. Then, for each weight format of --formats (the\n"
+    "checkpoint converted at load) and thread count: prefill tokens/s (random prompt from an empty\n"
+    "context, fed in chunks of 512) and decode tokens/s (greedy single-token steps after that prompt),\n"
+    "each the median of --repeats runs; the roofline fraction = (weight bytes one decoded token reads /\n"
+    "measured bandwidth) / measured time per token; and the peak RSS of that format (MiB).\n"
     "\n"
     "  --model DIR          checkpoint folder (config.json + safetensors)\n"
+    "  --formats LIST       comma-separated weight formats (default f32,bf16,q8,q4; 'stored' = as stored)\n"
     "  --threads N          only this thread count (default: 1 and 2)\n"
+    "  --bandwidth-mib N    bandwidth test buffer (default 512)\n"
     "  --prompt-tokens N    prefill length (default 512)\n"
     "  --decode-tokens N    decode steps after the prefill (default 64)\n"
     "  --repeats N          runs per measurement, median reported (default 3)\n"
-    "  --json               print one JSON object instead of the table\n"
+    "  --json               print one JSON object instead of the table: bandwidth_gb_s (the most threads'),\n"
+    "                       bandwidth [{threads, gb_s}], runs [{format, threads, prefill_tokens_per_s,\n"
+    "                       decode_tokens_per_s, roofline_fraction, peak_rss_mb, weight_bytes,\n"
+    "                       decode_bytes_per_token}], and the load averages before and after\n"
     "\n"
     "conflux bench --model DIR --scenario live [--speed realtime|max] [--encoder-baseline] [--json]\n"
     "  plays a scripted live timeline (espeak-ng speech between silences, videotestsrc camera frames)\n"
@@ -55,6 +70,9 @@ const std::vector<int> kDefaultThreadCounts = {1, 2};
 // Fixed, so every run and every checkpoint sees the same prompt.
 constexpr uint64_t kPromptSeed = 42;
 constexpr double kBytesPerMib = 1024.0 * 1024.0;
+constexpr int kDefaultBandwidthMib = 512;  // 16x the 32 MiB L3 of the bench machines
+constexpr int kBandwidthPasses = 5;
+const char* const kDefaultFormats = "f32,bf16,q8,q4";
 
 using Clock = std::chrono::steady_clock;
 
@@ -65,7 +83,12 @@ struct BenchSettings {
 };
 
 struct ThreadRun {
+  std::string format;
   int threads = 0;
+  double roofline_fraction = 0;
+  double bandwidth_gb_s = 0;
+  size_t weight_bytes = 0;
+  size_t decode_bytes_per_token = 0;
   double prefill_tokens_per_s = 0;
   double decode_tokens_per_s = 0;
   double peak_rss_mb = 0;
@@ -80,12 +103,59 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[mid] : 0.5 * (v[mid - 1] + v[mid]);
 }
 
-// Linux reports ru_maxrss in KiB; this is the process's peak so far, so it only grows across runs.
+// The resident high-water mark (VmHWM, KiB in /proc/self/status). Writing "5" to
+// /proc/self/clear_refs resets it to the current RSS, so each format's peak is its own; where that
+// is not allowed, ru_maxrss (the process's peak so far) is reported instead.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return bool(f);
+}
+
+double status_field_mb(const char* field) {
+  constexpr double kBytesPerKib = 1024.0;
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::strlen(field))) * kBytesPerKib / kBytesPerMib;
+  return 0;
+}
+double current_rss_mb() { return status_field_mb("VmRSS:"); }
+
 double peak_rss_mb() {
+  constexpr double kBytesPerKib = 1024.0;
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) * kBytesPerKib / kBytesPerMib;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  constexpr double kBytesPerKib = 1024.0;
   return double(usage.ru_maxrss) * kBytesPerKib / kBytesPerMib;
+}
+
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string one, five, fifteen;
+  f >> one >> five >> fifteen;
+  return one + " " + five + " " + fifteen;
+}
+
+// Read-only stream bandwidth (GB/s, 1e9 bytes) with `threads` threads: each pass splits the buffer
+// into 64 contiguous parts claimed dynamically (a descheduled thread does not stall the others).
+double measure_bandwidth(const std::vector<float>& buf, int threads) {
+  ThreadPool pool(threads);
+  constexpr int kParts = 64;
+  const size_t part = buf.size() / kParts;
+  std::vector<float> sums(kParts);
+  std::vector<double> rates;
+  for (int pass = 0; pass < kBandwidthPasses + 1; ++pass) {  // pass 0 warms the pool and the TLB
+    const auto start = Clock::now();
+    pool.parallel_for(kParts, [&](int p, int) { sums[size_t(p)] = stream_sum(buf.data() + size_t(p) * part, part); });
+    const double s = seconds_since(start);
+    if (pass > 0) rates.push_back(double(part) * kParts * sizeof(float) / s / 1e9);
+  }
+  volatile float keep = sums[0];  // the sums are the loads' only use
+  (void)keep;
+  return median(rates);
 }
 
 int32_t argmax(const float* v, int n) { return int32_t(std::max_element(v, v + n) - v); }
@@ -134,7 +204,8 @@ double time_decode(Context& ctx, int steps, float* logits) {
   return seconds_since(start);
 }
 
-ThreadRun bench_threads(const Model& model, const std::vector<int32_t>& prompt, const BenchSettings& s, int threads) {
+ThreadRun bench_threads(const Model& model, const std::vector<int32_t>& prompt, const BenchSettings& s, int threads,
+                        const std::string& format) {
   RuntimeConfig rc;
   rc.n_threads = threads;
   rc.max_chunk = kPrefillChunk;
@@ -146,11 +217,14 @@ ThreadRun bench_threads(const Model& model, const std::vector<int32_t>& prompt, 
   for (int r = 0; r < s.repeats; ++r) {
     prefill_s.push_back(time_prefill(ctx, prompt, logits.data()));
     decode_s.push_back(time_decode(ctx, s.decode_tokens, logits.data()));
-    std::fprintf(stderr, "conflux bench: threads %d run %d/%d: prefill %.3f s, decode %.3f s\n", threads, r + 1,
-                 s.repeats, prefill_s.back(), decode_s.back());
+    std::fprintf(stderr, "conflux bench: %s threads %d run %d/%d: prefill %.3f s, decode %.3f s\n", format.c_str(),
+                 threads, r + 1, s.repeats, prefill_s.back(), decode_s.back());
   }
   ThreadRun run;
+  run.format = format;
   run.threads = threads;
+  run.weight_bytes = model.weight_bytes();
+  run.decode_bytes_per_token = model.decode_bytes_per_token();
   run.prefill_tokens_per_s = s.prompt_tokens / median(prefill_s);
   run.decode_tokens_per_s = s.decode_tokens / median(decode_s);
   run.peak_rss_mb = peak_rss_mb();
@@ -181,18 +255,79 @@ int cmd_bench(int argc, char** argv) {
     return run_live_bench(args, *model, tok);
   }
   if (args.get_or("scenario", "engine") != "engine") throw CliError("--scenario must be engine or live");
-  args.reject_unknown({"model", "scenario", "threads", "prompt-tokens", "decode-tokens", "repeats", "json"});
+  args.reject_unknown({"model", "scenario", "threads", "prompt-tokens", "decode-tokens", "repeats", "json", "formats",
+                       "bandwidth-mib"});
   BenchSettings settings;
   settings.prompt_tokens = positive_option(args, "prompt-tokens", kDefaultPromptTokens);
   settings.decode_tokens = positive_option(args, "decode-tokens", kDefaultDecodeTokens);
   settings.repeats = positive_option(args, "repeats", kDefaultRepeats);
+  const int bandwidth_mib = positive_option(args, "bandwidth-mib", kDefaultBandwidthMib);
   const std::vector<int> thread_counts =
       args.get("threads") ? std::vector<int>{positive_option(args, "threads", 1)} : kDefaultThreadCounts;
+  std::vector<WeightFormat> formats;
+  {
+    std::stringstream list(args.get_or("formats", kDefaultFormats));
+    for (std::string f; std::getline(list, f, ',');) {
+      try {
+        formats.push_back(parse_weight_format(f));
+      } catch (const std::invalid_argument& e) {
+        throw CliError("--formats: " + std::string(e.what()));
+      }
+    }
+    if (formats.empty()) throw CliError("--formats lists no format");
+  }
   const bool as_json = args.flag("json");
   const std::string model_dir = args.require("model");
+  const std::string load_before = load_average();
 
-  const auto model = Model::load(model_dir);
-  // Tokenizer load time (the 33 MB Gemma tokenizer.json is parsed at every start), median of the repeats.
+  // 1. Memory bandwidth, before any model is resident; the buffer is freed before the models load.
+  std::vector<std::pair<int, double>> bandwidth;  // (threads, GB/s)
+  {
+    std::vector<float> buf(size_t(bandwidth_mib) * size_t(kBytesPerMib) / sizeof(float),
+                           1.f);  // written: pages resident
+    for (int threads : thread_counts) {
+      bandwidth.emplace_back(threads, measure_bandwidth(buf, threads));
+      std::fprintf(stderr, "conflux bench: bandwidth with %d thread(s): %.2f GB/s\n", threads, bandwidth.back().second);
+    }
+  }
+  auto bandwidth_for = [&](int threads) {
+    for (const auto& [t, gb] : bandwidth)
+      if (t == threads) return gb;
+    return 0.0;
+  };
+
+  // 2. Each format: converted at load (or mapped as stored), then every thread count.
+  std::vector<ThreadRun> runs;
+  std::string stored_dtype;
+  size_t kv_bytes = 0;
+  bool peak_is_per_format = true;
+  std::vector<double> baseline_rss;
+  for (WeightFormat format : formats) {
+    malloc_trim(0);  // hand freed heap back first, so the reset high-water mark starts from what is live
+    peak_is_per_format = reset_peak_rss() && peak_is_per_format;
+    baseline_rss.push_back(current_rss_mb());
+    std::unique_ptr<Model> model = Model::load(model_dir);
+    stored_dtype = std::string(dtype_name(model->weight_dtype()));
+    if (format != WeightFormat::AsStored && model->weight_dtype() != weight_format_dtype(format)) {
+      LoadOptions load;
+      load.format = format;
+      model.reset();
+      model = Model::load(model_dir, load);
+    }
+    const std::string name = format == WeightFormat::AsStored ? stored_dtype : weight_format_name(format);
+    const std::vector<int32_t> prompt = random_prompt(model->config(), settings.prompt_tokens);
+    for (int threads : thread_counts) {
+      ThreadRun r = bench_threads(*model, prompt, settings, threads, name);
+      r.bandwidth_gb_s = bandwidth_for(threads);
+      // Achieved fraction of the roofline: the time the weight bytes need at the measured bandwidth
+      // over the measured time per token.
+      r.roofline_fraction = double(r.decode_bytes_per_token) / (r.bandwidth_gb_s * 1e9) * r.decode_tokens_per_s;
+      kv_bytes = r.kv_cache_bytes;  // depends on the context size only
+      runs.push_back(r);
+    }
+  }
+  // 3. Tokenizer load time (the 33 MB Gemma tokenizer.json is parsed at every start), median of the
+  // repeats; measured after the formats so that its parse buffers are not in their RSS.
   double tokenizer_load_s = -1;
   if (const auto tok_path = std::filesystem::path(model_dir) / "tokenizer.json"; std::filesystem::exists(tok_path)) {
     std::vector<double> times;
@@ -204,44 +339,63 @@ int cmd_bench(int argc, char** argv) {
     std::sort(times.begin(), times.end());
     tokenizer_load_s = times[times.size() / 2];
   }
-  const std::vector<int32_t> prompt = random_prompt(model->config(), settings.prompt_tokens);
-  std::vector<ThreadRun> runs;
-  for (int threads : thread_counts) runs.push_back(bench_threads(*model, prompt, settings, threads));
 
-  const std::string dtype(dtype_name(model->weight_dtype()));
-  const size_t kv_bytes = runs.front().kv_cache_bytes;  // depends on the context size only, not on threads
+  const std::string load_after = load_average();
+
+  double bandwidth_max = 0;
+  for (const auto& [t, gb] : bandwidth) bandwidth_max = std::max(bandwidth_max, gb);
   if (as_json) {
-    nlohmann::json out = {{"model", model_dir},
-                          {"dtype", dtype},
-                          {"weight_bytes", model->weight_bytes()},
-                          {"isa", kernel_isa()},
-                          {"kv_cache_bytes", kv_bytes},
-                          {"prompt_tokens", settings.prompt_tokens},
-                          {"decode_tokens", settings.decode_tokens},
-                          {"repeats", settings.repeats},
-                          {"tokenizer_load_s", tokenizer_load_s >= 0 ? nlohmann::json(tokenizer_load_s) : nlohmann::json(nullptr)},
-                          {"runs", nlohmann::json::array()}};
+    nlohmann::json out = {
+        {"model", model_dir},
+        {"dtype", stored_dtype},
+        {"isa", kernel_isa()},
+        {"kv_cache_bytes", kv_bytes},
+        {"prompt_tokens", settings.prompt_tokens},
+        {"decode_tokens", settings.decode_tokens},
+        {"repeats", settings.repeats},
+        {"tokenizer_load_s", tokenizer_load_s >= 0 ? nlohmann::json(tokenizer_load_s) : nlohmann::json(nullptr)},
+        {"bandwidth_gb_s", bandwidth_max},
+        {"bandwidth", nlohmann::json::array()},
+        {"bandwidth_buffer_mib", bandwidth_mib},
+        {"peak_rss_per_format", peak_is_per_format},
+        {"rss_before_model_mb",
+         baseline_rss.empty() ? 0.0 : *std::min_element(baseline_rss.begin(), baseline_rss.end())},
+        {"load_average_before", load_before},
+        {"load_average_after", load_after},
+        {"runs", nlohmann::json::array()}};
+    for (const auto& [t, gb] : bandwidth) out["bandwidth"].push_back({{"threads", t}, {"gb_s", gb}});
     for (const ThreadRun& r : runs)
-      out["runs"].push_back({{"threads", r.threads},
+      out["runs"].push_back({{"format", r.format},
+                             {"threads", r.threads},
                              {"prefill_tokens_per_s", r.prefill_tokens_per_s},
                              {"decode_tokens_per_s", r.decode_tokens_per_s},
-                             {"peak_rss_mb", r.peak_rss_mb}});
+                             {"roofline_fraction", r.roofline_fraction},
+                             {"peak_rss_mb", r.peak_rss_mb},
+                             {"weight_bytes", r.weight_bytes},
+                             {"decode_bytes_per_token", r.decode_bytes_per_token}});
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf("model    %s\ndtype    %s\nweights  %zu bytes (%.1f MiB)\nisa      %s\nkv cache %zu bytes (%.1f MiB)\n",
-              model_dir.c_str(), dtype.c_str(), model->weight_bytes(), double(model->weight_bytes()) / kBytesPerMib,
-              kernel_isa(), kv_bytes, double(kv_bytes) / kBytesPerMib);
+  std::printf(
+      "model    %s\nstored   %s\nisa      %s\nkv cache %zu bytes (%.1f MiB)\nload avg %s (before), %s (after)\n",
+      model_dir.c_str(), stored_dtype.c_str(), kernel_isa(), kv_bytes, double(kv_bytes) / kBytesPerMib,
+      load_before.c_str(), load_after.c_str());
+  for (const auto& [t, gb] : bandwidth)
+    std::printf("bandwidth %d thread(s): %.2f GB/s (read-only, %d MiB)\n", t, gb, bandwidth_mib);
   if (tokenizer_load_s >= 0) std::printf("tokenizer.json loads in %.3f s\n", tokenizer_load_s);
+  if (!baseline_rss.empty())
+    std::printf("RSS before each model loads: %.1f MiB (the binary and its libraries)\n",
+                *std::min_element(baseline_rss.begin(), baseline_rss.end()));
   std::printf("prompt %d tokens, decode %d tokens, median of %d\n\n", settings.prompt_tokens, settings.decode_tokens,
               settings.repeats);
   const std::string pp = "pp" + std::to_string(settings.prompt_tokens) + " tok/s";
   const std::string tg = "tg" + std::to_string(settings.decode_tokens) + " tok/s";
-  std::printf("| threads | %12s | %12s | peak RSS MiB |\n", pp.c_str(), tg.c_str());
-  std::printf("|--------:|-------------:|-------------:|-------------:|\n");
+  std::printf("| format | threads | weights MiB | %12s | %12s | roofline | peak RSS MiB |\n", pp.c_str(), tg.c_str());
+  std::printf("|--------|--------:|------------:|-------------:|-------------:|---------:|-------------:|\n");
   for (const ThreadRun& r : runs)
-    std::printf("| %7d | %12.2f | %12.2f | %12.1f |\n", r.threads, r.prefill_tokens_per_s, r.decode_tokens_per_s,
-                r.peak_rss_mb);
+    std::printf("| %-6s | %7d | %11.1f | %12.2f | %12.2f | %7.0f%% | %12.1f |\n", r.format.c_str(), r.threads,
+                double(r.weight_bytes) / kBytesPerMib, r.prefill_tokens_per_s, r.decode_tokens_per_s,
+                100.0 * r.roofline_fraction, r.peak_rss_mb);
   return 0;
 }
 

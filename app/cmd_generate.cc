@@ -35,7 +35,9 @@ const char* kUsage =
     "  --temperature T --top-k K --top-p P --seed S   sampling overrides\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --max-context N       KV capacity in positions (default 4096)\n"
-    "  --image-attention hf|all-layers\n";
+    "  --image-attention hf|all-layers\n"
+    "  --quantize q8|q4|bf16|f32  convert the weights to this format at load (default: as stored)\n"
+    "  --kv-cache f32|bf16   KV cache entries (default f32; bf16 halves its memory and reads)\n";
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -49,7 +51,8 @@ int cmd_generate(int argc, char** argv) {
     return 0;
   }
   args.reject_unknown({"model", "prompt", "image", "audio", "budget", "system", "thinking", "max-tokens", "greedy",
-                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention"});
+                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention", "quantize",
+                       "kv-cache"});
   const std::string dir = args.require("model");
   const std::string prompt = args.require("prompt");
   const int budget = args.get_int("budget", default_image_budget(dir));
@@ -58,6 +61,7 @@ int cmd_generate(int argc, char** argv) {
   rc.n_threads = args.get_int("threads", 0);
   rc.max_context = args.get_int("max-context", 4096);
   rc.image_attention = parse_image_attention(args.get_or("image-attention", "hf"));
+  rc.kv_dtype = kv_cache_option(args);
 
   // Inputs are read before the model so that a bad file fails fast.
   ImageRGB image;
@@ -81,7 +85,7 @@ int cmd_generate(int argc, char** argv) {
   }
 
   const auto t_load = Clock::now();
-  const auto model = Model::load(dir);
+  const auto model = Model::load(dir, load_options(args));
   const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());
   GenerationConfig gen;
   const auto gen_path = std::filesystem::path(dir) / "generation_config.json";

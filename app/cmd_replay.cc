@@ -34,7 +34,22 @@ const char* kUsage =
     "  --screenshot FILE.png [--frames N]   save the window once the replay is done, then exit\n"
     "  --metrics FILE           every session event as JSON lines\n"
     "  --transcript FILE        one JSON line per answered turn\n"
-    "  --threads N              worker threads (default: all cores)\n";
+    "  --threads N              worker threads (default: all cores)\n"
+    "  --quantize q8|q4|bf16|f32  weight format to convert to at load (default: the recorded run's, so a\n"
+    "                           recording made with --quantize replays with the same weights)\n";
+
+// --quantize when given; otherwise the weight format the recorded run used (its settings name the
+// decoder's dtype), so that a run recorded with --quantize q8 replays on the same q8 weights.
+LoadOptions replay_load_options(const Args& args, const nlohmann::json& settings) {
+  if (args.get("quantize")) return load_options(args);
+  LoadOptions o;
+  const std::string dtype = settings.value("model", nlohmann::json::object()).value("weight_dtype", "");
+  if (dtype == "Q8_0") o.format = WeightFormat::Q8_0;
+  else if (dtype == "Q4_0") o.format = WeightFormat::Q4_0;
+  else if (dtype == "BF16") o.format = WeightFormat::BF16;
+  else if (dtype == "F32") o.format = WeightFormat::F32;
+  return o;  // anything else (F16, or no record): as stored
+}
 
 double parse_speed(const std::string& s) {
   if (s == "realtime") return 1.0;
@@ -62,7 +77,8 @@ int cmd_replay(int argc, char** argv) {
     std::fputs(kUsage, args.help() ? stdout : stderr);
     return args.help() ? 0 : 2;
   }
-  args.reject_unknown({"speed", "model", "headless", "overlay", "screenshot", "frames", "metrics", "transcript", "threads"});
+  args.reject_unknown(
+      {"speed", "model", "headless", "overlay", "screenshot", "frames", "metrics", "transcript", "threads", "quantize"});
   const std::string path = args.positional()[0];
   const double speed = parse_speed(args.get_or("speed", "realtime"));
   if (!fs::exists(path)) throw std::runtime_error(path + ": no such file or folder");
@@ -71,6 +87,7 @@ int cmd_replay(int argc, char** argv) {
   if (!fs::is_directory(path)) {
     LiveOptions o;
     o.model_dir = args.get_or("model", "assets/model");
+    o.load = load_options(args);
     o.media_file = path;
     o.realtime = speed != 0;
     o.metrics_file = args.get_or("metrics", "");
@@ -89,6 +106,7 @@ int cmd_replay(int argc, char** argv) {
     session_settings_from_json(checked.settings_json, o.runtime, o.session);
     const nlohmann::json settings = nlohmann::json::parse(checked.settings_json);
     o.model_dir = args.get_or("model", settings.value("model", nlohmann::json::object()).value("dir", ""));
+    o.load = replay_load_options(args, settings);
     o.recording = path;
     o.use_mic = o.use_camera = false;
     o.realtime = speed != 0;
@@ -116,7 +134,7 @@ int cmd_replay(int argc, char** argv) {
   const nlohmann::json settings = nlohmann::json::parse(rec.settings_json);
   const std::string recorded_model = settings.value("model", nlohmann::json::object()).value("dir", "");
   const std::string model_dir = args.get_or("model", recorded_model);
-  const auto model = Model::load(model_dir);
+  const auto model = Model::load(model_dir, replay_load_options(args, settings));
   const Tokenizer tok = Tokenizer::load((fs::path(model_dir) / "tokenizer.json").string());
   const auto recorded_bytes = settings["model"].value("weight_bytes", int64_t(-1));
   const bool same_model = recorded_bytes == int64_t(model->weight_bytes());

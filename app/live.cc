@@ -26,6 +26,8 @@ namespace fs = std::filesystem;
 
 const char* const kLiveOptionsHelp =
     "  --model DIR            checkpoint folder (default: assets/model)\n"
+    "  --quantize q8|q4|bf16|f32  convert the weights to this format at load (default: as stored)\n"
+    "  --kv-cache f32|bf16    KV cache entries (default f32; bf16 halves its memory and reads)\n"
     "  --mic DEVICE           input device name (substring) or index; --no-mic to disable\n"
     "  --camera PIPELINE      GStreamer source, e.g. \"v4l2src device=/dev/video0\" or \"ximagesrc\"; --no-camera\n"
     "  --media FILE           play an audio/video file as the input (--speed realtime|max)\n"
@@ -47,9 +49,9 @@ const char* const kLiveOptionsHelp =
     "  --encoder-baseline     also run E4B-sized stand-in encoders, to measure what encoder-free saves\n";
 
 const std::vector<std::string> kLiveOptionNames = {
-    "model", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood", "hangover-ms",
-    "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context", "record",
-    "metrics", "transcript", "duration"};
+    "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood",
+    "hangover-ms", "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context",
+    "record", "metrics", "transcript", "duration"};
 const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
                                                  "no-status"};
 
@@ -69,6 +71,7 @@ std::string resolve_asset(const std::string& relative) {
 LiveOptions parse_live_options(const Args& a) {
   LiveOptions o;
   o.model_dir = a.get_or("model", resolve_asset("assets/model"));
+  o.load = load_options(a);
   o.demo_recording = resolve_asset("assets/demo");
   o.use_mic = !a.flag("no-mic");
   o.mic_device = a.get_or("mic", "");
@@ -85,6 +88,7 @@ LiveOptions parse_live_options(const Args& a) {
   o.status_line = !a.flag("no-status");
   o.runtime.n_threads = a.get_int("threads", 0);
   o.runtime.max_context = a.get_int("max-context", 8192);
+  o.runtime.kv_dtype = kv_cache_option(a);
   SessionConfig& s = o.session;
   s.system_prompt = a.get_or("system", "");
   s.image_budget = a.get_int("budget", default_image_budget(o.model_dir));
@@ -149,7 +153,7 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   progress(0.0f, "mapping the checkpoint and checking its tensors");
   if (!fs::exists(fs::path(opt.model_dir) / "config.json"))
     throw std::runtime_error(opt.model_dir + ": no checkpoint here (pass --model DIR)");
-  model_ = Model::load(opt.model_dir);
+  model_ = Model::load(opt.model_dir, opt.load);
   progress(0.4f, "loading the tokenizer");
   tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(opt.model_dir) / "tokenizer.json").string()));
   apply_generation_config(opt.model_dir, *tokenizer_, opt.session.sampling);

@@ -25,6 +25,7 @@ namespace conflux::app {
 
 struct LiveOptions {
   std::string model_dir;
+  LoadOptions load;                // --quantize: weight format converted to at load
   bool use_mic = true;
   std::string mic_device;          // "" = default input
   bool use_camera = true;

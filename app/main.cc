@@ -13,6 +13,7 @@ int cmd_generate(int argc, char** argv);
 int cmd_preprocess(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_make_random(int argc, char** argv);
+int cmd_quantize(int argc, char** argv);
 int cmd_devices(int argc, char** argv);
 int cmd_run(int argc, char** argv);
 int cmd_record(int argc, char** argv);
@@ -42,6 +43,7 @@ const Subcommand kSubcommands[] = {
     {"bench", conflux::app::cmd_bench, "engine speed (prefill, decode, RSS) or --scenario live latencies"},
     {"devices", conflux::app::cmd_devices, "list microphones and cameras"},
     {"make-random", conflux::app::cmd_make_random, "write a random-weight gemma4_unified checkpoint"},
+    {"quantize", conflux::app::cmd_quantize, "write a checkpoint folder with q8 (Q8_0) or q4 (Q4_0) weights"},
 };
 
 void print_usage(FILE* out) {

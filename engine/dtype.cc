@@ -2,6 +2,8 @@
 #include "engine/dtype.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace conflux {
 
@@ -10,8 +12,20 @@ size_t dtype_size(DType t) {
     case DType::F32: return 4;
     case DType::F16: return 2;
     case DType::BF16: return 2;
+    case DType::I8: return 1;
+    case DType::U8: return 1;
+    case DType::Q8_0: return 0;
+    case DType::Q4_0: return 0;
   }
   return 0;
+}
+
+size_t row_bytes(DType t, int64_t cols) {
+  switch (t) {
+    case DType::Q8_0: return size_t(cols);
+    case DType::Q4_0: return size_t(cols) / 2;  // two 4-bit weights per byte
+    default: return size_t(cols) * dtype_size(t);
+  }
 }
 
 std::string_view dtype_name(DType t) {
@@ -19,6 +33,10 @@ std::string_view dtype_name(DType t) {
     case DType::F32: return "F32";
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
+    case DType::Q8_0: return "Q8_0";
+    case DType::Q4_0: return "Q4_0";
   }
   return "?";
 }
@@ -27,6 +45,8 @@ bool parse_dtype(std::string_view s, DType* out) {
   if (s == "F32") { *out = DType::F32; return true; }
   if (s == "F16") { *out = DType::F16; return true; }
   if (s == "BF16") { *out = DType::BF16; return true; }
+  if (s == "I8") { *out = DType::I8; return true; }
+  if (s == "U8") { *out = DType::U8; return true; }
   return false;
 }
 
@@ -84,7 +104,10 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
+    default: break;
   }
+  // I8 / U8 / quantized are not element types: callers use dequantize_rows (engine/quant.h).
+  throw std::logic_error("convert_to_f32: " + std::string(dtype_name(t)) + " is not an element type");
 }
 
 }  // namespace conflux

@@ -215,7 +215,8 @@ EncoderBaseline::EncoderBaseline(const EncoderBaselineConfig& config, ThreadPool
   s_->wide.resize(rows * std::max(3 * d, size_t(kTeacherPatchValues)));
   s_->hidden.resize(size_t(kMlpChunkRows) * size_t(kMlpRatio) * d);
   s_->scores.resize(threads * rows);
-  s_->mm.resize(threads * matmul_scratch_floats(widest_input));
+  // The stand-in weights are bf16, never quantized: one activation row's worth covers matmul's needs.
+  s_->mm.resize(matmul_scratch_floats(widest_input, 1, int(threads)));
   s_->out.resize(size_t(std::max(c.max_image_tokens, c.max_audio_frames)) * size_t(c.out_dim));
   s_->pos.resize(threads * d);
 }

@@ -10,12 +10,13 @@
 
 #include "engine/context_scratch.h"
 #include "engine/ops.h"
+#include "engine/quant.h"
 
 namespace conflux {
 
 namespace fs = std::filesystem;
 
-std::unique_ptr<Model> Model::load(const std::string& dir) {
+std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model());
   m->dir_ = dir;
   const std::string cfg = (fs::path(dir) / "config.json").string();
@@ -23,9 +24,30 @@ std::unique_ptr<Model> Model::load(const std::string& dir) {
   m->config_ = load_model_config(cfg);
   m->ckpt_ = std::make_unique<Checkpoint>(dir);
   bind_weights(*m->ckpt_, m->config_, m->weights_);
+  check_quantization_config(cfg, m->config_, m->weights_);
+  if (options.format != WeightFormat::AsStored)
+    convert_weights(m->config_, m->weights_, weight_format_dtype(options.format));
   return m;
 }
 
+size_t Model::weight_bytes() const {
+  ModelWeights& w = const_cast<ModelWeights&>(weights_);  // the table only takes addresses
+  size_t n = 0;
+  for (const TensorSlot& slot : tensor_table(config_, w))
+    if (slot.weight->present()) n += slot.weight->ref.nbytes;
+  return n;
+}
+
+size_t Model::decode_bytes_per_token() const {
+  // Every layer matrix is read once per token, plus the head (the tied embedding unless lm_head exists)
+  // and one embedding row (negligible, left out). The embedders are not part of a text token's decode.
+  size_t n = 0;
+  for (const LayerWeights& L : weights_.layers)
+    for (const Weight* m : {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj})
+      if (m->present()) n += m->ref.nbytes;
+  n += (weights_.lm_head.present() ? weights_.lm_head : weights_.embed_tokens).ref.nbytes;
+  return n;
+}
 
 namespace {
 
@@ -43,7 +65,7 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
     : model_(model),
       rc_(rc),
       pool_(std::make_unique<ThreadPool>(rc.n_threads)),
-      kv_(model.config().text, rc.max_context, rc.max_chunk),
+      kv_(model.config().text, rc.max_context, rc.max_chunk, rc.kv_dtype),
       s_(std::make_unique<Scratch>()) {
   const ModelConfig& c = model.config();
   const TextConfig& t = c.text;
@@ -71,7 +93,7 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
   s_->gate.assign(C * F, 0.f);
   s_->up.assign(C * F, 0.f);
   s_->scores.assign(threads * (size_t(rc.max_context) + C), 0.f);
-  s_->mm.assign(threads * matmul_scratch_floats(in_max), 0.f);
+  s_->mm.assign(matmul_scratch_floats(in_max, int(C), int(threads)), 0.f);
   s_->head_in.assign(C * D, 0.f);
   s_->block_end.assign(C, 0);
   if (c.vision.present) {
@@ -134,7 +156,7 @@ void Context::decode(const DecodeBatch& b, float* logits_out) {
     if (id < 0 || id >= t.vocab_size)
       throw std::invalid_argument("decode: token id " + std::to_string(id) + " outside the vocabulary of " +
                                   std::to_string(t.vocab_size));
-    convert_to_f32(E.dtype, static_cast<const uint8_t*>(E.data) + size_t(id) * D * dtype_size(E.dtype), xj, size_t(D));
+    dequantize_rows(E, id, 1, xj);  // one row of the table, in whatever format it is stored
     for (int i = 0; i < D; ++i) xj[i] *= embed_scale;
   }
 
@@ -202,9 +224,7 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
       float* vh = v + (size_t(j) * nkv + h) * hd;
       rms_norm(vh, nullptr, vh, hd, eps);  // v_norm: scale-free
     }
-    const int slot = kv_.slot(l, pos);
-    std::copy_n(k + size_t(j) * nkv * hd, size_t(nkv) * hd, kv_.k(l, slot));
-    std::copy_n(v + size_t(j) * nkv * hd, size_t(nkv) * hd, kv_.v(l, slot));
+    kv_.store(l, kv_.slot(l, pos), k + size_t(j) * nkv * hd, v + size_t(j) * nkv * hd);
   }
   attention(l, n, block_end);
   matmul(*pool_, s_->attn.data(), n, L.o_proj.ref, s_->proj.data(), mm);
@@ -236,6 +256,10 @@ void Context::attention(int l, int n, const int32_t* block_end) {
   const int H = t.num_heads, hd = g.head_dim, nkv = g.n_kv_heads, group = H / nkv;
   const bool bidirectional = !g.full || rc_.image_attention == ImageAttention::AllLayers;
   const size_t score_stride = size_t(rc_.max_context) + size_t(rc_.max_chunk);
+  const size_t elem = dtype_size(kv_.dtype());
+  auto head_entry = [&](const void* entry, int kvh) {
+    return static_cast<const uint8_t*>(entry) + size_t(kvh) * hd * elem;
+  };
   auto task = [&](int task_id, int thread) {
     const int j = task_id / H, h = task_id % H, kvh = h / group;  // GQA: contiguous query heads share a KV head
     const int64_t pos = n_past_ + j;
@@ -246,14 +270,23 @@ void Context::attention(int l, int n, const int32_t* block_end) {
     const float* qh = s_->q.data() + (size_t(j) * H + h) * hd;
     float* sc = s_->scores.data() + size_t(thread) * score_stride;
     const int nk = int(hi - lo + 1);
-    for (int i = 0; i < nk; ++i) {
-      const float* kh = kv_.k(l, kv_.slot(l, lo + i)) + size_t(kvh) * hd;
-      sc[i] = dot_f32(qh, kh, hd);  // scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd)
+    // The keys lie in at most two runs of consecutive slots (a sliding layer's ring may wrap once).
+    const size_t row = kv_.row_floats(l);
+    const int cap = kv_.capacity(l);
+    for (int i = 0; i < nk;) {
+      const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
+      // Scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd).
+      attention_scores(qh, head_entry(kv_.k_entry(l, first), kvh), kv_.dtype(), row, run, hd, sc + i);
+      i += run;
     }
     softmax(sc, nk);
     float* out = s_->attn.data() + (size_t(j) * H + h) * hd;
     std::fill_n(out, hd, 0.f);
-    for (int i = 0; i < nk; ++i) axpy(sc[i], kv_.v(l, kv_.slot(l, lo + i)) + size_t(kvh) * hd, out, hd);
+    for (int i = 0; i < nk;) {
+      const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
+      attention_values(sc + i, head_entry(kv_.v_entry(l, first), kvh), kv_.dtype(), row, run, hd, out);
+      i += run;
+    }
   };
   pool_->parallel_for(n * H, task);
 }
@@ -284,17 +317,14 @@ void Context::evict(int64_t begin, int64_t end) {
     const int64_t moved_first = std::max(first, begin);  // entries before `begin` stay where they are
     const size_t count = size_t(new_past - moved_first);
     std::vector<float> k_stage(count * row), v_stage(count * row);
+    for (int64_t q = moved_first; q < new_past; ++q)
+      kv_.load(l, kv_.slot(l, q + shift), k_stage.data() + size_t(q - moved_first) * row,
+               v_stage.data() + size_t(q - moved_first) * row);
     for (int64_t q = moved_first; q < new_past; ++q) {
-      const int src = kv_.slot(l, q + shift);
-      std::copy_n(kv_.k(l, src), row, k_stage.data() + size_t(q - moved_first) * row);
-      std::copy_n(kv_.v(l, src), row, v_stage.data() + size_t(q - moved_first) * row);
-    }
-    for (int64_t q = moved_first; q < new_past; ++q) {
-      const int dst = kv_.slot(l, q);
-      float* k = kv_.k(l, dst);
-      std::copy_n(k_stage.data() + size_t(q - moved_first) * row, row, k);
-      std::copy_n(v_stage.data() + size_t(q - moved_first) * row, row, kv_.v(l, dst));
+      float* k = k_stage.data() + size_t(q - moved_first) * row;
+      // Re-rotated in f32; a bf16 cache rounds the result once more on store.
       for (int h = 0; h < g.n_kv_heads; ++h) rope_neox(k + size_t(h) * g.head_dim, g.head_dim, g.rope_pairs, inv_freq, -shift);
+      kv_.store(l, kv_.slot(l, q), k, v_stage.data() + size_t(q - moved_first) * row);
     }
   }
   n_past_ = new_past;

@@ -10,6 +10,7 @@
 
 #include "engine/config.h"
 #include "engine/kv_cache.h"
+#include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "engine/thread_pool.h"
 #include "engine/weights.h"
@@ -28,18 +29,33 @@ struct RuntimeConfig {
   int max_context = 4096;     // positions a Context can hold (full-layer cache capacity)
   int max_chunk = 512;        // most rows per decode() call; larger inputs are split by the caller
   ImageAttention image_attention = ImageAttention::SlidingOnly;
+  DType kv_dtype = DType::F32;  // KV cache entries: F32 (reference) or BF16 (half the memory and reads)
+};
+
+// How Model::load treats the stored weights.
+struct LoadOptions {
+  // AsStored: memory-mapped and used in their dtype. Otherwise every matrix (the Matrix and Embedding
+  // roles of the tensor table: projections, embedding/tied head, embedder projections) is converted to
+  // this format at load into owned memory, and its mapped pages are released.
+  WeightFormat format = WeightFormat::AsStored;
 };
 
 class Model {
  public:
-  // Loads config.json and the safetensors weights of `dir` (memory-mapped, used in their dtype).
-  static std::unique_ptr<Model> load(const std::string& dir);
+  // Loads config.json and the safetensors weights of `dir`.
+  static std::unique_ptr<Model> load(const std::string& dir, const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
   const std::string& dir() const { return dir_; }
-  size_t weight_bytes() const { return ckpt_->total_bytes(); }
-  DType weight_dtype() const { return weights_.embed_tokens.ref.dtype; }
+  // Bytes of every bound tensor as held in memory (quantized: packed weights plus scales).
+  size_t weight_bytes() const;
+  // Bytes of weights one decoded text token streams: every decoder matrix plus the head.
+  size_t decode_bytes_per_token() const;
+  // The decoder's matrix format (the first layer's q_proj; the embedding may differ in a q4 file).
+  DType weight_dtype() const {
+    return weights_.layers.empty() ? weights_.embed_tokens.ref.dtype : weights_.layers[0].q_proj.ref.dtype;
+  }
 
  private:
   Model() = default;

@@ -41,6 +41,20 @@ void axpy(float a, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void softcap(float* y, int n, float cap) {
+  for (int i = 0; i < n; ++i) y[i] = cap * std::tanh(y[i] / cap);
+}
+
+void gelu_mul(float* a, const float* b, int n) {
+  for (int i = 0; i < n; ++i) a[i] = gelu_tanh(a[i]) * b[i];
+}
+
+float stream_sum(const float* x, size_t n) {
+  double acc = 0.0;
+  for (size_t i = 0; i < n; ++i) acc += x[i];
+  return float(acc);
+}
+
 }  // namespace scalar
 
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
@@ -121,15 +135,284 @@ CONFLUX_AVX512 void dot_rows_avx512(const float* x, const void* w, size_t stride
   }
 }
 
-CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
-  float out;
-  dot_rows_avx512<DType::F32>(a, b, 0, 1, n, &out);
-  return out;
+template <DType T>
+CONFLUX_AVX512 void widen_avx512(const void* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16<T>(src, i));
+  for (; i < n; ++i) dst[i] = load1<T>(src, i);
 }
+template <DType T>
+CONFLUX_AVX2 void widen_avx2(const void* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8<T>(src, i));
+  for (; i < n; ++i) dst[i] = load1<T>(src, i);
+}
+
+// One row at a time, four accumulators over 64 elements per step: a sequential stream the hardware
+// prefetchers keep ahead of. Interleaving four rows (dot_rows_avx512) reached about half the read
+// bandwidth when W comes from memory.
+template <DType T>
+CONFLUX_AVX512 void dot_rows_streaming_avx512(const float* x, const void* w, size_t stride, int rows, int n,
+                                              float* out) {
+  for (int r = 0; r < rows; ++r) {
+    const size_t base = size_t(r) * stride;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16<T>(w, base + i), a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16<T>(w, base + i + 16), a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load16<T>(w, base + i + 32), a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), load16<T>(w, base + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16<T>(w, base + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    for (; i < n; ++i) s += x[i] * load1<T>(w, base + i);
+    out[r] = s;
+  }
+}
+
+template <DType T>
+CONFLUX_AVX2 void dot_rows_streaming_avx2(const float* x, const void* w, size_t stride, int rows, int n, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    const size_t base = size_t(r) * stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8<T>(w, base + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8<T>(w, base + i + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load8<T>(w, base + i + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load8<T>(w, base + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8<T>(w, base + i), a0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; ++i) s += x[i] * load1<T>(w, base + i);
+    out[r] = s;
+  }
+}
+
+// A 4 x 4 tile of dot products: 16 accumulators, 8 loads per 16 FMAs (dot_rows: 5 loads per 4), so the
+// prefill GEMM runs at the FMA rate instead of the load rate. Tails use masked loads.
+CONFLUX_AVX512 void dot_tile4x4_avx512(const float* x, const float* w, size_t ld, int n, float* y, size_t ldy) {
+  // Sixteen named accumulators: an array of them would live on the stack (GCC does not unroll the
+  // j/r loops at -O2), turning every FMA into a load-modify-store.
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  const float *x0 = x, *x1 = x + ld, *x2 = x + 2 * ld, *x3 = x + 3 * ld;
+  const float *w0 = w, *w1 = w + ld, *w2 = w + 2 * ld, *w3 = w + 3 * ld;
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512 a0 = _mm512_maskz_loadu_ps(m, x0 + i), a1 = _mm512_maskz_loadu_ps(m, x1 + i);
+    const __m512 a2 = _mm512_maskz_loadu_ps(m, x2 + i), a3 = _mm512_maskz_loadu_ps(m, x3 + i);
+    __m512 b = _mm512_maskz_loadu_ps(m, w0 + i);
+    c00 = _mm512_fmadd_ps(a0, b, c00);
+    c10 = _mm512_fmadd_ps(a1, b, c10);
+    c20 = _mm512_fmadd_ps(a2, b, c20);
+    c30 = _mm512_fmadd_ps(a3, b, c30);
+    b = _mm512_maskz_loadu_ps(m, w1 + i);
+    c01 = _mm512_fmadd_ps(a0, b, c01);
+    c11 = _mm512_fmadd_ps(a1, b, c11);
+    c21 = _mm512_fmadd_ps(a2, b, c21);
+    c31 = _mm512_fmadd_ps(a3, b, c31);
+    b = _mm512_maskz_loadu_ps(m, w2 + i);
+    c02 = _mm512_fmadd_ps(a0, b, c02);
+    c12 = _mm512_fmadd_ps(a1, b, c12);
+    c22 = _mm512_fmadd_ps(a2, b, c22);
+    c32 = _mm512_fmadd_ps(a3, b, c32);
+    b = _mm512_maskz_loadu_ps(m, w3 + i);
+    c03 = _mm512_fmadd_ps(a0, b, c03);
+    c13 = _mm512_fmadd_ps(a1, b, c13);
+    c23 = _mm512_fmadd_ps(a2, b, c23);
+    c33 = _mm512_fmadd_ps(a3, b, c33);
+  }
+  const __m512 rows[4][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}};
+  for (int j = 0; j < 4; ++j)
+    for (int r = 0; r < 4; ++r) y[size_t(j) * ldy + r] = _mm512_reduce_add_ps(rows[j][r]);
+}
+
+// Attention's q·k over one head (hd = 256 or 512): two accumulators in registers, masked tail.
+CONFLUX_AVX512 float dot_f32_avx512(const float* a, const float* b, int n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+// Attention over one head: the kernel loops over the keys itself (one call per head, not per key).
+template <DType T>
+CONFLUX_AVX512 void attention_scores_avx512(const float* q, const void* k, size_t stride, int nk, int hd,
+                                            float* scores) {
+  for (int i = 0; i < nk; ++i) {
+    const size_t base = size_t(i) * stride;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int c = 0;
+    for (; c + 32 <= hd; c += 32) {
+      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), load16<T>(k, base + c), s0);
+      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c + 16), load16<T>(k, base + c + 16), s1);
+    }
+    for (; c + 16 <= hd; c += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), load16<T>(k, base + c), s0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; c < hd; ++c) s += q[c] * load1<T>(k, base + c);
+    scores[i] = s;
+  }
+}
+
+// out[c .. c + 16V) += Σ_i p[i] · v_i[c .. c + 16V): V accumulators stay in registers over all keys.
+template <DType T, int V>
+CONFLUX_AVX512 void attention_values_chunk(const float* p, const void* v, size_t c0, size_t stride, int nk,
+                                           float* out) {
+  __m512 acc[V];
+#pragma GCC unroll 16
+  for (int c = 0; c < V; ++c) acc[c] = _mm512_loadu_ps(out + 16 * c);
+  for (int i = 0; i < nk; ++i) {
+    const __m512 pi = _mm512_set1_ps(p[i]);
+    const size_t base = size_t(i) * stride + c0;
+#pragma GCC unroll 16
+    for (int c = 0; c < V; ++c) acc[c] = _mm512_fmadd_ps(pi, load16<T>(v, base + 16 * c), acc[c]);
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < V; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
+}
+
+template <DType T>
+CONFLUX_AVX512 void attention_values_avx512(const float* p, const void* v, size_t stride, int nk, int hd, float* out) {
+  int c = 0;
+  for (; c + 256 <= hd; c += 256) attention_values_chunk<T, 16>(p, v, size_t(c), stride, nk, out + c);
+  for (; c + 64 <= hd; c += 64) attention_values_chunk<T, 4>(p, v, size_t(c), stride, nk, out + c);
+  for (; c + 16 <= hd; c += 16) attention_values_chunk<T, 1>(p, v, size_t(c), stride, nk, out + c);
+  for (; c < hd; ++c)
+    for (int i = 0; i < nk; ++i) out[c] += p[i] * load1<T>(v, size_t(i) * stride + size_t(c));
+}
+
 CONFLUX_AVX2 float dot_f32_avx2(const float* a, const float* b, int n) {
   float out;
   dot_rows_avx2<DType::F32>(a, b, 0, 1, n, &out);
   return out;
+}
+
+// exp(z) for z <= 0 (Cephes expf): z = k ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial,
+// 2^k put into the exponent bits. z is clamped at -87 so 2^k stays a normal float.
+constexpr float kExpLow = -87.f, kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+CONFLUX_AVX512 inline __m512 exp_neg16(__m512 z) {
+  z = _mm512_max_ps(z, _mm512_set1_ps(kExpLow));
+  const __m512 k =
+      _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Hi), z);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kExpP[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpP[i]));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+}
+// tanh(v) = sign(v) (1 - e) / (1 + e), e = exp(-2|v|): no overflow, absolute error ~1e-7.
+CONFLUX_AVX512 inline __m512 tanh16(__m512 v) {
+  const __m512 a = _mm512_abs_ps(v);
+  const __m512 e = exp_neg16(_mm512_mul_ps(a, _mm512_set1_ps(-2.f)));
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(int(0x80000000u)));
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
+}
+CONFLUX_AVX2 inline __m256 exp_neg8(__m256 z) {
+  z = _mm256_max_ps(z, _mm256_set1_ps(kExpLow));
+  const __m256 k =
+      _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(kLn2Hi), z);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kExpP[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP[i]));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+CONFLUX_AVX2 inline __m256 tanh8(__m256 v) {
+  const __m256 sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(int(0x80000000u)));
+  const __m256 a = _mm256_andnot_ps(sign_mask, v);
+  const __m256 e = exp_neg8(_mm256_mul_ps(a, _mm256_set1_ps(-2.f)));
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+  return _mm256_or_ps(t, _mm256_and_ps(v, sign_mask));
+}
+
+CONFLUX_AVX512 void softcap_avx512(float* y, int n, float cap) {
+  const __m512 c = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.f / cap);
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_mul_ps(c, tanh16(_mm512_mul_ps(_mm512_loadu_ps(y + i), inv))));
+  scalar::softcap(y + i, n - i, cap);
+}
+CONFLUX_AVX2 void softcap_avx2(float* y, int n, float cap) {
+  const __m256 c = _mm256_set1_ps(cap), inv = _mm256_set1_ps(1.f / cap);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(c, tanh8(_mm256_mul_ps(_mm256_loadu_ps(y + i), inv))));
+  scalar::softcap(y + i, n - i, cap);
+}
+
+// gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+constexpr float kSqrt2OverPi = 0.7978845608028654f, kGeluCubic = 0.044715f;
+CONFLUX_AVX512 void gelu_mul_avx512(float* a, const float* b, int n) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(a + i);
+    const __m512 inner =
+        _mm512_mul_ps(_mm512_set1_ps(kSqrt2OverPi),
+                      _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluCubic), x), _mm512_mul_ps(x, x), x));
+    const __m512 g =
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.f), tanh16(inner)));
+    _mm512_storeu_ps(a + i, _mm512_mul_ps(g, _mm512_loadu_ps(b + i)));
+  }
+  scalar::gelu_mul(a + i, b + i, n - i);
+}
+CONFLUX_AVX2 void gelu_mul_avx2(float* a, const float* b, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(a + i);
+    const __m256 inner =
+        _mm256_mul_ps(_mm256_set1_ps(kSqrt2OverPi),
+                      _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluCubic), x), _mm256_mul_ps(x, x), x));
+    const __m256 g =
+        _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.f), tanh8(inner)));
+    _mm256_storeu_ps(a + i, _mm256_mul_ps(g, _mm256_loadu_ps(b + i)));
+  }
+  scalar::gelu_mul(a + i, b + i, n - i);
+}
+
+// Four accumulators of 16 floats: 256 bytes per step keep enough loads in flight to saturate memory.
+CONFLUX_AVX512 float stream_sum_avx512(const float* x, size_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + i + 48));
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+CONFLUX_AVX2 float stream_sum_avx2(const float* x, size_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(x + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(x + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(x + i + 24));
+  }
+  float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; ++i) s += x[i];
+  return s;
 }
 
 CONFLUX_AVX512 void axpy_avx512(float a, const float* x, float* y, int n) {
@@ -146,7 +429,7 @@ CONFLUX_AVX2 void axpy_avx2(float a, const float* x, float* y, int n) {
 }
 
 // ---------------------------------------------------------------- dispatch
-enum class Isa { Scalar, Avx2, Avx512 };
+using detail::Isa;
 
 Isa detect_isa() {
   __builtin_cpu_init();
@@ -157,13 +440,24 @@ Isa detect_isa() {
 }
 
 const Isa kDetectedIsa = detect_isa();
+const bool kHasVnni = kDetectedIsa == Isa::Avx512 && __builtin_cpu_supports("avx512vnni");
 Isa g_isa = kDetectedIsa;
 
 }  // namespace
 
+namespace detail {
+Isa active_isa() { return g_isa; }
+bool cpu_has_avx512_vnni() { return kHasVnni; }
+Isa detected_isa() { return kDetectedIsa; }
+Isa force_isa(Isa isa) {
+  g_isa = std::min(isa, kDetectedIsa);
+  return g_isa;
+}
+}  // namespace detail
+
 const char* kernel_isa() {
   switch (g_isa) {
-    case Isa::Avx512: return "avx512";
+    case Isa::Avx512: return kHasVnni ? "avx512-vnni" : "avx512";
     case Isa::Avx2: return "avx2";
     default: return "scalar";
   }
@@ -178,6 +472,7 @@ void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, i
         case DType::F32: return dot_rows_avx512<DType::F32>(x, w, stride, rows, n, out);
         case DType::BF16: return dot_rows_avx512<DType::BF16>(x, w, stride, rows, n, out);
         case DType::F16: return dot_rows_avx512<DType::F16>(x, w, stride, rows, n, out);
+        default: break;  // quantized types go through dot_rows_quant
       }
       break;
     case Isa::Avx2:
@@ -185,6 +480,7 @@ void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, i
         case DType::F32: return dot_rows_avx2<DType::F32>(x, w, stride, rows, n, out);
         case DType::BF16: return dot_rows_avx2<DType::BF16>(x, w, stride, rows, n, out);
         case DType::F16: return dot_rows_avx2<DType::F16>(x, w, stride, rows, n, out);
+        default: break;
       }
       break;
     case Isa::Scalar: break;
@@ -192,11 +488,85 @@ void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, i
   scalar::dot_rows(t, x, w, stride, rows, n, out);
 }
 
+void dot_rows_streaming(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out) {
+  switch (g_isa) {
+    case Isa::Avx512:
+      switch (t) {
+        case DType::F32: return dot_rows_streaming_avx512<DType::F32>(x, w, stride, rows, n, out);
+        case DType::BF16: return dot_rows_streaming_avx512<DType::BF16>(x, w, stride, rows, n, out);
+        case DType::F16: return dot_rows_streaming_avx512<DType::F16>(x, w, stride, rows, n, out);
+        default: break;
+      }
+      break;
+    case Isa::Avx2:
+      switch (t) {
+        case DType::F32: return dot_rows_streaming_avx2<DType::F32>(x, w, stride, rows, n, out);
+        case DType::BF16: return dot_rows_streaming_avx2<DType::BF16>(x, w, stride, rows, n, out);
+        case DType::F16: return dot_rows_streaming_avx2<DType::F16>(x, w, stride, rows, n, out);
+        default: break;
+      }
+      break;
+    case Isa::Scalar: break;
+  }
+  scalar::dot_rows(t, x, w, stride, rows, n, out);
+}
+
+void widen_to_f32(DType t, const void* src, float* dst, size_t n) {
+  if (t == DType::BF16 || t == DType::F16) {
+    const bool bf16 = t == DType::BF16;
+    switch (g_isa) {
+      case Isa::Avx512: return bf16 ? widen_avx512<DType::BF16>(src, dst, n) : widen_avx512<DType::F16>(src, dst, n);
+      case Isa::Avx2: return bf16 ? widen_avx2<DType::BF16>(src, dst, n) : widen_avx2<DType::F16>(src, dst, n);
+      case Isa::Scalar: break;
+    }
+  }
+  convert_to_f32(t, src, dst, n);
+}
+
+void dot_tile(const float* x, int nx, const float* w, int nw, size_t ld, int n, float* y, size_t ldy) {
+  if (g_isa == Isa::Avx512 && nx == 4 && nw == 4) return dot_tile4x4_avx512(x, w, ld, n, y, ldy);
+  for (int j = 0; j < nx; ++j) dot_rows(DType::F32, x + size_t(j) * ld, w, ld, nw, n, y + size_t(j) * ldy);
+}
+
 float dot_f32(const float* a, const float* b, int n) {
   switch (g_isa) {
     case Isa::Avx512: return dot_f32_avx512(a, b, n);
     case Isa::Avx2: return dot_f32_avx2(a, b, n);
     default: return scalar::dot_f32(a, b, n);
+  }
+}
+
+void attention_scores(const float* q, const void* k, DType t, size_t stride, int nk, int hd, float* scores) {
+  if (g_isa == Isa::Avx512) {
+    if (t == DType::BF16) return attention_scores_avx512<DType::BF16>(q, k, stride, nk, hd, scores);
+    return attention_scores_avx512<DType::F32>(q, k, stride, nk, hd, scores);
+  }
+  const size_t elem = dtype_size(t);
+  for (int i = 0; i < nk; ++i) {
+    const uint8_t* ki = static_cast<const uint8_t*>(k) + size_t(i) * stride * elem;
+    dot_rows(t, q, ki, 0, 1, hd, scores + i);
+  }
+}
+
+void attention_values(const float* p, const void* v, DType t, size_t stride, int nk, int hd, float* out) {
+  if (g_isa == Isa::Avx512) {
+    if (t == DType::BF16) return attention_values_avx512<DType::BF16>(p, v, stride, nk, hd, out);
+    return attention_values_avx512<DType::F32>(p, v, stride, nk, hd, out);
+  }
+  if (t == DType::F32) {
+    for (int i = 0; i < nk; ++i) axpy(p[i], static_cast<const float*>(v) + size_t(i) * stride, out, hd);
+    return;
+  }
+  const uint16_t* vb = static_cast<const uint16_t*>(v);
+  for (int i = 0; i < nk; ++i)
+    for (int c = 0; c < hd; ++c) out[c] += p[i] * bf16_to_f32(vb[size_t(i) * stride + size_t(c)]);
+}
+
+float stream_sum(const float* x, size_t n) {
+  switch (g_isa) {
+    case Isa::Avx512: return stream_sum_avx512(x, n);
+    case Isa::Avx2: return stream_sum_avx2(x, n);
+    default: return scalar::stream_sum(x, n);
   }
 }
 
@@ -211,37 +581,129 @@ void axpy(float a, const float* x, float* y, int n) {
 // ---------------------------------------------------------------- matmul
 namespace {
 constexpr int kRowsPerDot = 4;     // W rows sharing one pass over x (dot_rows's limit)
+constexpr int kTileRows = 4;       // dot_tile: up to 4 x rows by 4 W rows
 constexpr int kRowsPerTask = 16;   // W rows per task: small enough to balance 2..16 threads
 }  // namespace
 
-size_t matmul_scratch_floats(int in_dim) { return size_t(kRowsPerTask) * size_t(in_dim); }
+// Floats holding n quantized activation rows: n * in_dim int8 values, then n * in_dim / 32 scales.
+size_t quantized_rows_floats(int in_dim, int n) {
+  return (size_t(n) * size_t(in_dim) + sizeof(float) - 1) / sizeof(float) + size_t(n) * size_t(in_dim / kQuantBlock);
+}
+
+size_t matmul_scratch_floats(int in_dim, int max_rows, int threads) {
+  const size_t widen = size_t(threads) * size_t(kRowsPerTask) * size_t(in_dim);  // one W block per thread
+  // Quantized W: the activation rows, plus (n > 1, Q4_0) one block of W rows unpacked to int8 per thread.
+  const size_t unpacked = max_rows > 1 ? size_t(threads) * size_t(kRowsPerTask) * size_t(in_dim) / sizeof(float) : 0;
+  return std::max(widen, quantized_rows_floats(in_dim, max_rows) + unpacked);
+}
+
+namespace {
+
+// Rows of W per task. A single activation row (decode) streams W once: tasks of out_dim / (16 · threads)
+// rows (at least 16) keep the claiming overhead small on the 262144-row head while leaving 16 tasks
+// per thread to balance a descheduled thread. Several rows (prefill) keep 16 W rows per task, so the
+// block stays in L1/L2 while all n activation rows pass over it.
+int rows_per_task(int out_dim, int n, int threads) {
+  if (n > 1) return kRowsPerTask;
+  constexpr int kTasksPerThread = 16;
+  const int rows = (out_dim / (threads * kTasksPerThread) + kRowsPerDot - 1) / kRowsPerDot * kRowsPerDot;
+  constexpr int kMaxRowsPerTask = 4096;
+  return std::clamp(rows, kRowsPerTask, kMaxRowsPerTask);
+}
+
+// Q4_0 rows to Q8_0-layout int8 (nibble - 8, weights in order), same scales: prefill then runs the Q8_0
+// kernel over the unpacked block, unpacking once per block instead of once per activation row.
+void unpack_q4_rows(const uint8_t* q4, int rows, int in_dim, int8_t* out) {
+  // SSE2 (every x86-64): low nibbles are weights 0..15 of a block, high nibbles 16..31.
+  const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+  constexpr int kHalf = kQuantBlock / 2;
+  for (size_t b = 0; b < size_t(rows) * size_t(in_dim / kQuantBlock); ++b) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q4 + b * kHalf));
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * kQuantBlock), lo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * kQuantBlock + kHalf), hi);
+  }
+}
+
+void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
+  const int out_dim = int(w.shape[0]);
+  const int in_dim = int(w.shape[1]);
+  const int nb = in_dim / kQuantBlock;
+  int8_t* xq = reinterpret_cast<int8_t*>(scratch);                                           // (n, in_dim)
+  float* xd = scratch + (size_t(n) * size_t(in_dim) + sizeof(float) - 1) / sizeof(float);    // (n, nb)
+  int8_t* unpacked = reinterpret_cast<int8_t*>(scratch + quantized_rows_floats(in_dim, n));  // (threads, 16, in_dim)
+  auto quantize_row = [&](int j, int) {
+    quantize_activation(x + size_t(j) * in_dim, in_dim, xq + size_t(j) * in_dim, xd + size_t(j) * nb);
+  };
+  pool.parallel_for(n, quantize_row);
+  const size_t rb = row_bytes(w.dtype, in_dim);
+  const int per_task = rows_per_task(out_dim, n, pool.size());
+  const int n_tasks = (out_dim + per_task - 1) / per_task;
+  const bool unpack = n > 1 && w.dtype == DType::Q4_0;
+  auto task = [&](int t, int thread) {
+    const int r0 = t * per_task, r1 = std::min(out_dim, r0 + per_task);
+    DType wt = w.dtype;
+    const uint8_t* wblock = static_cast<const uint8_t*>(w.data) + size_t(r0) * rb;
+    size_t wrb = rb;
+    if (unpack) {
+      int8_t* buf = unpacked + size_t(thread) * size_t(kRowsPerTask) * size_t(in_dim);
+      unpack_q4_rows(wblock, r1 - r0, in_dim, buf);
+      wblock = reinterpret_cast<const uint8_t*>(buf);
+      wt = DType::Q8_0;
+      wrb = size_t(in_dim);
+    }
+    for (int j = 0; j < n; ++j) {
+      const int8_t* xqj = xq + size_t(j) * in_dim;
+      const float* xdj = xd + size_t(j) * nb;
+      float* yj = y + size_t(j) * out_dim;
+      for (int r = r0; r < r1; r += kRowsPerDot) {
+        const int rows = std::min(kRowsPerDot, r1 - r);
+        dot_rows_quant(wt, xqj, xdj, wblock + size_t(r - r0) * wrb, w.scales + size_t(r) * nb, rows, in_dim, yj + r);
+      }
+    }
+  };
+  pool.parallel_for(n_tasks, task);
+}
+
+}  // namespace
 
 void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
+  if (is_quantized(w.dtype)) return matmul_quantized(pool, x, n, w, y, scratch);
   const int out_dim = int(w.shape[0]);
   const int in_dim = int(w.shape[1]);
   const size_t elem = dtype_size(w.dtype);
-  const int n_tasks = (out_dim + kRowsPerTask - 1) / kRowsPerTask;
-  const bool widen = n > 1 && w.dtype != DType::F32;
+  const bool widen_blocks = n > 1 && w.dtype != DType::F32;
+  const int per_task = widen_blocks ? kRowsPerTask : rows_per_task(out_dim, n, pool.size());
+  const int n_tasks = (out_dim + per_task - 1) / per_task;
+  const bool widen = widen_blocks;
   auto task = [&](int t, int thread) {
-    const int r0 = t * kRowsPerTask, r1 = std::min(out_dim, r0 + kRowsPerTask);
+    const int r0 = t * per_task, r1 = std::min(out_dim, r0 + per_task);
     const uint8_t* wrows = static_cast<const uint8_t*>(w.data) + size_t(r0) * size_t(in_dim) * elem;
     DType wt = w.dtype;
     const void* wsrc = wrows;
     if (widen) {
       // Widen this block of W once; the n rows of x then run the f32 kernel over it.
-      float* buf = scratch + size_t(thread) * matmul_scratch_floats(in_dim);
-      convert_to_f32(w.dtype, wrows, buf, size_t(r1 - r0) * size_t(in_dim));
+      float* buf = scratch + size_t(thread) * size_t(kRowsPerTask) * size_t(in_dim);
+      widen_to_f32(w.dtype, wrows, buf, size_t(r1 - r0) * size_t(in_dim));
       wsrc = buf;
       wt = DType::F32;
     }
     const size_t welem = dtype_size(wt);
-    for (int j = 0; j < n; ++j) {
-      const float* xj = x + size_t(j) * in_dim;
-      float* yj = y + size_t(j) * out_dim;
+    if (n == 1) {  // one activation row: W streams from memory once, row after row
       for (int r = r0; r < r1; r += kRowsPerDot) {
-        const int rows = std::min(kRowsPerDot, r1 - r);
-        dot_rows(wt, xj, static_cast<const uint8_t*>(wsrc) + size_t(r - r0) * in_dim * welem, size_t(in_dim), rows,
-                 in_dim, yj + r);
+        const uint8_t* wr = static_cast<const uint8_t*>(wsrc) + size_t(r - r0) * in_dim * welem;
+        dot_rows_streaming(wt, x, wr, size_t(in_dim), std::min(kRowsPerDot, r1 - r), in_dim, y + r);
+      }
+      return;
+    }
+    // Several rows: the f32 block is in cache; 4 x 4 tiles of (x rows, W rows) share every load.
+    const float* wblock = static_cast<const float*>(wsrc);
+    // W rows outer: their 4 rows stay in L1 while the x rows stream past from L2.
+    for (int r = r0; r < r1; r += kTileRows) {
+      for (int j = 0; j < n; j += kTileRows) {
+        dot_tile(x + size_t(j) * in_dim, std::min(kTileRows, n - j), wblock + size_t(r - r0) * in_dim,
+                 std::min(kTileRows, r1 - r), size_t(in_dim), in_dim, y + size_t(j) * out_dim + r, size_t(out_dim));
       }
     }
   };
@@ -277,7 +739,11 @@ float gelu_tanh(float x) {
 }
 
 void gelu_mul(float* a, const float* b, int n) {
-  for (int i = 0; i < n; ++i) a[i] = gelu_tanh(a[i]) * b[i];
+  switch (g_isa) {
+    case Isa::Avx512: return gelu_mul_avx512(a, b, n);
+    case Isa::Avx2: return gelu_mul_avx2(a, b, n);
+    default: return scalar::gelu_mul(a, b, n);
+  }
 }
 
 void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos) {
@@ -293,7 +759,11 @@ void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos
 }
 
 void softcap(float* y, int n, float cap) {
-  for (int i = 0; i < n; ++i) y[i] = cap * std::tanh(y[i] / cap);
+  switch (g_isa) {
+    case Isa::Avx512: return softcap_avx512(y, n, cap);
+    case Isa::Avx2: return softcap_avx2(y, n, cap);
+    default: return scalar::softcap(y, n, cap);
+  }
 }
 
 void softmax(float* x, int n) {

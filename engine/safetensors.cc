@@ -91,7 +91,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     ref.name = name;
     ref.file = path;
     if (!t["dtype"].is_string() || !parse_dtype(t["dtype"].get<std::string>(), &ref.dtype))
-      throw bad("unsupported dtype " + t["dtype"].dump() + " (F32, F16 and BF16 are loaded)");
+      throw bad("unsupported dtype " + t["dtype"].dump() + " (F32, F16, BF16, and I8 / U8 with .scales are loaded)");
     if (!t["shape"].is_array()) throw bad("shape is not an array");
     for (const auto& d : t["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0) throw bad("shape has a bad dimension " + d.dump());
@@ -157,6 +157,49 @@ Checkpoint::Checkpoint(const std::string& path) {
       auto [it, inserted] = index_.emplace(name, &ref);
       if (!inserted) throw CheckpointError(f + ": tensor " + name + " also appears in " + it->second->file);
     }
+  }
+  pair_quantized();
+}
+
+void Checkpoint::pair_quantized() {
+  const std::string kSuffix = ".scales";
+  std::vector<std::string> scale_names;
+  for (const auto& [name, ref] : index_)
+    if (name.size() > kSuffix.size() && name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0)
+      scale_names.push_back(name);
+  for (const std::string& sname : scale_names) {
+    const TensorRef& scales = *index_.at(sname);
+    const std::string name = sname.substr(0, sname.size() - kSuffix.size());
+    auto bad = [&](const std::string& what) {
+      return CheckpointError(scales.file + ": tensor " + sname + ": " + what);
+    };
+    auto it = index_.find(name);
+    if (it == index_.end()) throw bad("block scales without their tensor " + name);
+    const TensorRef& packed = *it->second;
+    if (scales.dtype != DType::F16 || scales.shape.size() != 2)
+      throw bad("block scales must be F16 of shape (rows, cols / 32), got " + std::string(dtype_name(scales.dtype)) +
+                " " + scales.shape_str());
+    if (packed.shape.size() != 2 || packed.shape[0] != scales.shape[0])
+      throw bad("shape " + scales.shape_str() + " does not match " + packed.name + " " + packed.shape_str());
+    const int64_t cols = scales.shape[1] * kQuantBlock;
+    auto q = std::make_unique<TensorRef>(packed);
+    if (packed.dtype == DType::I8 && packed.shape[1] == cols) {
+      q->dtype = DType::Q8_0;
+    } else if (packed.dtype == DType::U8 && packed.shape[1] * 2 == cols) {
+      q->dtype = DType::Q4_0;
+    } else {
+      throw bad("expects " + packed.name + " to be I8 (" + std::to_string(packed.shape[0]) + ", " +
+                std::to_string(cols) + ") for Q8_0 or U8 (" + std::to_string(packed.shape[0]) + ", " +
+                std::to_string(cols / 2) + ") for Q4_0, got " + std::string(dtype_name(packed.dtype)) + " " +
+                packed.shape_str());
+    }
+    if (reinterpret_cast<uintptr_t>(scales.data) % alignof(uint16_t) != 0) throw bad("scales are not 2-byte aligned");
+    q->shape = {packed.shape[0], cols};
+    q->scales = static_cast<const uint16_t*>(scales.data);
+    q->nbytes = packed.nbytes + scales.nbytes;
+    it->second = q.get();
+    index_.erase(sname);
+    paired_.push_back(std::move(q));
   }
 }
 

@@ -24,7 +24,9 @@ struct TensorRef {
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
   const void* data = nullptr;   // into the read-only mapping
-  size_t nbytes = 0;
+  size_t nbytes = 0;            // payload bytes; for Q8_0 / Q4_0 the packed weights plus their scales
+  // Q8_0 / Q4_0 only: (rows, cols / 32) f16 block scales. `shape` is then the logical (rows, cols).
+  const uint16_t* scales = nullptr;
 
   int64_t numel() const;
   std::string shape_str() const;  // "[a, b]"
@@ -62,7 +64,10 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// All tensors of a checkpoint folder (or a single .safetensors path).
+// All tensors of a checkpoint folder (or a single .safetensors path). A quantized matrix is stored as
+// two tensors, `NAME` (I8 (rows, cols) for Q8_0, U8 (rows, cols / 2) for Q4_0, two 4-bit weights per
+// byte) and `NAME.scales` (F16 (rows, cols / 32)); the checkpoint pairs them into one Q8_0 / Q4_0
+// TensorRef called NAME of logical shape (rows, cols).
 class Checkpoint {
  public:
   explicit Checkpoint(const std::string& path);
@@ -76,8 +81,10 @@ class Checkpoint {
 
  private:
   std::string dir_;
+  void pair_quantized();
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorRef*> index_;
+  std::vector<std::unique_ptr<TensorRef>> paired_;  // the quantized tensors assembled from data + scales
 };
 
 // A tensor to write: the bytes are taken as they are, in `dtype`.

@@ -1,6 +1,9 @@
 // The tensor table (names as released, architecture doc §2) and binding it to a checkpoint.
 #include "engine/weights.h"
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 namespace conflux {
 
 std::vector<TensorSlot> tensor_table(const ModelConfig& c, ModelWeights& w) {
@@ -116,6 +119,11 @@ void bind_weights(const Checkpoint& ckpt, const ModelConfig& config, ModelWeight
     if (t->shape != slot.shape)
       throw CheckpointError(t->file + ": tensor " + t->name + " has shape " + t->shape_str() + ", config.json implies " +
                             shape_str(slot.shape));
+    if (t->dtype == DType::I8 || t->dtype == DType::U8)
+      throw CheckpointError(t->file + ": tensor " + t->name + " is " + std::string(dtype_name(t->dtype)) + " without " +
+                            t->name + ".scales (quantized matrices need their block scales)");
+    if (is_quantized(t->dtype) && t->shape.size() != 2)
+      throw CheckpointError(t->file + ": tensor " + t->name + " is quantized but not a matrix");
     slot.weight->ref = *t;
     if (t->shape.size() == 1) {
       if (t->dtype == DType::F32) {
@@ -126,6 +134,57 @@ void bind_weights(const Checkpoint& ckpt, const ModelConfig& config, ModelWeight
         slot.weight->f32 = buf.data();
       }
     }
+  }
+}
+
+bool is_convertible_matrix(const TensorSlot& slot) {
+  return (slot.role == WeightRole::Matrix || slot.role == WeightRole::Embedding) && slot.shape.size() == 2;
+}
+
+void convert_weights(const ModelConfig& config, ModelWeights& weights, DType t) {
+  ThreadPool pool(0);  // all cores: conversion happens once, before anything else runs
+  for (TensorSlot& slot : tensor_table(config, weights)) {
+    Weight& w = *slot.weight;
+    if (!w.present() || !is_convertible_matrix(slot) || w.ref.dtype == t || !can_store_as(t, w.ref.shape[1])) continue;
+    const TensorRef source = w.ref;
+    // The originals are the checkpoint's mapping (this runs once, at load): their pages are released.
+    ConvertedTensor& c = weights.owned_matrices.emplace_back(convert_matrix(source, t, pool, true));
+    w.ref.dtype = t;
+    w.ref.data = c.data.data();
+    w.ref.scales = c.scales.empty() ? nullptr : c.scales.data();
+    w.ref.nbytes = c.data.size() + c.scales.size() * sizeof(uint16_t);
+  }
+}
+
+void check_quantization_config(const std::string& config_path, const ModelConfig& config, ModelWeights& weights) {
+  std::ifstream in(config_path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(config_path + ": not valid JSON: " + e.what());
+  }
+  if (!j.contains("quantization_config")) return;
+  const nlohmann::json& q = j["quantization_config"];
+  const std::string type =
+      q.is_object() && q.contains("type") && q["type"].is_string() ? q["type"].get<std::string>() : "";
+  DType expect;
+  if (type == "q8_0")
+    expect = DType::Q8_0;
+  else if (type == "q4_0")
+    expect = DType::Q4_0;
+  else
+    throw CheckpointError(config_path + ": field quantization_config.type must be \"q8_0\" or \"q4_0\", got " +
+                          q.dump());
+  if (q.contains("block_size") && q["block_size"] != kQuantBlock)
+    throw CheckpointError(config_path + ": field quantization_config.block_size must be " +
+                          std::to_string(kQuantBlock));
+  for (const TensorSlot& slot : tensor_table(config, weights)) {
+    const Weight& w = *slot.weight;
+    if (!w.present() || slot.role != WeightRole::Matrix || !can_store_as(expect, w.ref.shape[1])) continue;
+    if (w.ref.dtype != expect)
+      throw CheckpointError(config_path + ": quantization_config.type is " + type + " but " + w.ref.file + " holds " +
+                            w.ref.name + " as " + std::string(dtype_name(w.ref.dtype)));
   }
 }
 

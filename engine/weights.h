@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/quant.h"
 #include "engine/safetensors.h"
 
 namespace conflux {
@@ -62,6 +63,7 @@ struct ModelWeights {
   VisionWeights vision;
   AudioWeights audio;
   std::deque<std::vector<float>> owned_f32;  // f32 copies of small non-f32 vectors
+  std::deque<ConvertedTensor> owned_matrices;  // matrices converted at load (LoadOptions::format)
 };
 
 // How a tensor is initialised by the random-checkpoint writer.
@@ -84,5 +86,18 @@ std::vector<TensorSlot> tensor_table(const ModelConfig& config, ModelWeights& we
 // KV heads, k_eq_v) read from the tensor shapes against config.json. Throws CheckpointError naming
 // the file and tensor on a missing tensor, wrong shape or disagreement with the config.
 void bind_weights(const Checkpoint& ckpt, const ModelConfig& config, ModelWeights& weights);
+
+// Whether the table slot is a matrix that the weight formats apply to (projections, embedding / tied
+// head, embedder projections); norms, biases, scalars and the position table stay as stored.
+bool is_convertible_matrix(const TensorSlot& slot);
+
+// Converts every convertible matrix to `t` into weights.owned_matrices and releases the pages of the
+// mapped originals. Matrices whose width is not a multiple of 32 stay as stored when t is quantized.
+void convert_weights(const ModelConfig& config, ModelWeights& weights, DType t);
+
+// config.json's "quantization_config" ({"quant_method": "conflux", "type": "q8_0" | "q4_0",
+// "block_size": 32}), if present, must agree with the bound matrices; throws CheckpointError naming
+// the file and the first disagreeing tensor.
+void check_quantization_config(const std::string& config_path, const ModelConfig& config, ModelWeights& weights);
 
 }  // namespace conflux

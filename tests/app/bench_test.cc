@@ -9,7 +9,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <cstring>
+#include <map>
 #include <string>
+
+#include "engine/model.h"
+#include "engine/quant.h"
 
 namespace {
 
@@ -72,15 +77,14 @@ TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
   EXPECT_NE(made.stdout_text.find("parameters"), std::string::npos) << made.stdout_text;
 
   const CommandResult bench = run_conflux("bench --model " + model_dir.string() +
-                                              " --threads 1 --prompt-tokens 16 --decode-tokens 4 --repeats 1 --json",
+                                              " --threads 1 --prompt-tokens 16 --decode-tokens 4 --repeats 1 --formats stored --bandwidth-mib 16 --json",
                                           dir_);
   ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
   nlohmann::json report;
   ASSERT_NO_THROW(report = nlohmann::json::parse(bench.stdout_text)) << bench.stdout_text;
-  for (const char* key : {"model", "dtype", "weight_bytes", "isa", "kv_cache_bytes", "tokenizer_load_s", "runs"})
+  for (const char* key : {"model", "dtype", "bandwidth_gb_s", "isa", "kv_cache_bytes", "tokenizer_load_s", "runs"})
     EXPECT_TRUE(report.contains(key)) << "missing key " << key << " in " << bench.stdout_text;
   EXPECT_EQ(report["dtype"], "BF16");
-  EXPECT_GT(report["weight_bytes"].get<double>(), 0);
   EXPECT_GT(report["kv_cache_bytes"].get<double>(), 0);
   EXPECT_GT(report["tokenizer_load_s"].get<double>(), 0);
   EXPECT_FALSE(report["isa"].get<std::string>().empty());
@@ -88,11 +92,100 @@ TEST_F(BenchCommand, TinyRandomCheckpointBenchmarksToJson) {
   ASSERT_EQ(report["runs"].size(), 1u);  // --threads 1: one run only
   const nlohmann::json& run = report["runs"][0];
   EXPECT_EQ(run["threads"], 1);
-  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_mb"}) {
+  EXPECT_EQ(run["format"], "BF16");  // --formats stored: the checkpoint's own dtype
+  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_mb", "weight_bytes"}) {
     ASSERT_TRUE(run.contains(key) && run[key].is_number()) << "missing number " << key << " in " << run.dump();
     const double value = run[key].get<double>();
     EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
   }
+}
+
+// The JSON shape on tiny-a: bandwidth_gb_s, and one run per format x thread count with sane
+// values (finite, positive; weight bytes in the formats' order). Speeds are not judged here. The
+// roofline fraction may exceed 1 on a model this small (its weights stay in cache), so it is only
+// required to be positive and finite.
+TEST_F(BenchCommand, BenchJsonHasEveryFormatAndThreadCountOnTinyA) {
+  const std::string tiny_a = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+  const CommandResult bench = run_conflux("bench --model " + tiny_a +
+                                              " --prompt-tokens 16 --decode-tokens 4 --repeats 1 --bandwidth-mib 16 --json",
+                                          dir_);
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  nlohmann::json report;
+  ASSERT_NO_THROW(report = nlohmann::json::parse(bench.stdout_text)) << bench.stdout_text;
+  ASSERT_TRUE(report.contains("bandwidth_gb_s") && report["bandwidth_gb_s"].is_number()) << bench.stdout_text;
+  EXPECT_GT(report["bandwidth_gb_s"].get<double>(), 0);
+  ASSERT_TRUE(report["bandwidth"].is_array());
+  EXPECT_EQ(report["bandwidth"].size(), 2u);  // threads 1 and 2
+  ASSERT_TRUE(report["runs"].is_array());
+  ASSERT_EQ(report["runs"].size(), 8u);  // 4 formats x 2 thread counts
+  std::map<std::string, double> weight_bytes;
+  int index = 0;
+  for (const char* format : {"f32", "bf16", "q8", "q4"}) {
+    for (int threads : {1, 2}) {
+      const nlohmann::json& run = report["runs"][size_t(index++)];
+      EXPECT_EQ(run["format"], format) << run.dump();
+      EXPECT_EQ(run["threads"], threads) << run.dump();
+      for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "roofline_fraction", "peak_rss_mb",
+                              "weight_bytes", "decode_bytes_per_token"}) {
+        ASSERT_TRUE(run.contains(key) && run[key].is_number()) << "missing number " << key << " in " << run.dump();
+        const double value = run[key].get<double>();
+        EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
+      }
+      EXPECT_LE(run["decode_bytes_per_token"].get<double>(), run["weight_bytes"].get<double>());
+      weight_bytes[format] = run["weight_bytes"].get<double>();
+    }
+  }
+  EXPECT_GT(weight_bytes["f32"], weight_bytes["bf16"]);
+  EXPECT_GT(weight_bytes["bf16"], weight_bytes["q8"]);
+  EXPECT_GT(weight_bytes["q8"], weight_bytes["q4"]);
+}
+
+// `conflux quantize` writes a folder whose matrices, loaded by --model, are byte for byte what
+// quantizing at load gives, with the tokenizer copied and the config's quantization field checked.
+TEST_F(BenchCommand, QuantizeWritesAFolderThatLoadsLikeQuantizingAtLoad) {
+  const std::string tiny_a = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+  for (const char* type : {"q8", "q4"}) {
+    const fs::path out = dir_ / type;
+    const CommandResult r = run_conflux("quantize --model " + tiny_a + " --out " + out.string() + " --type " + type, dir_);
+    ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+    for (const char* name : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"})
+      EXPECT_TRUE(fs::exists(out / name)) << name;
+    const auto from_file = conflux::Model::load(out.string());
+    conflux::LoadOptions opt;
+    opt.format = conflux::parse_weight_format(type);
+    const auto at_load = conflux::Model::load(tiny_a, opt);
+    const conflux::DType want = conflux::weight_format_dtype(opt.format);
+    EXPECT_EQ(from_file->weight_dtype(), want);
+    EXPECT_EQ(from_file->weights().embed_tokens.ref.dtype, want);
+    EXPECT_EQ(from_file->weight_bytes(), at_load->weight_bytes());
+    auto same = [](const conflux::TensorRef& a, const conflux::TensorRef& b) {
+      const size_t packed = size_t(a.shape[0]) * conflux::row_bytes(a.dtype, a.shape[1]);
+      return a.dtype == b.dtype && a.shape == b.shape && std::memcmp(a.data, b.data, packed) == 0 &&
+             std::memcmp(a.scales, b.scales, size_t(a.shape[0]) * size_t(a.shape[1] / conflux::kQuantBlock) * 2) == 0;
+    };
+    EXPECT_TRUE(same(from_file->weights().embed_tokens.ref, at_load->weights().embed_tokens.ref)) << type;
+    EXPECT_TRUE(same(from_file->weights().layers[3].down_proj.ref, at_load->weights().layers[3].down_proj.ref)) << type;
+    EXPECT_TRUE(same(from_file->weights().audio.projection.ref, at_load->weights().audio.projection.ref)) << type;
+    // The folder generates like any other.
+    const CommandResult g = run_conflux("generate --model " + out.string() + " --prompt hi --max-tokens 3 --greedy --threads 1", dir_);
+    EXPECT_EQ(g.exit_code, 0) << g.stderr_text;
+  }
+  // A config whose quantization field disagrees with the tensors is named.
+  const fs::path cfg = dir_ / "q8" / "config.json";
+  std::string text = read_text(cfg);
+  text.replace(text.find("q8_0"), 4, "q4_0");
+  std::FILE* f = std::fopen(cfg.c_str(), "wb");
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+  try {
+    conflux::Model::load((dir_ / "q8").string());
+    ADD_FAILURE() << "expected a CheckpointError";
+  } catch (const conflux::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("quantization_config"), std::string::npos) << e.what();
+  }
+  const CommandResult bad = run_conflux("quantize --model " + tiny_a + " --out " + (dir_ / "x").string() + " --type q3", dir_);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.stderr_text.find("q3"), std::string::npos) << bad.stderr_text;
 }
 
 TEST_F(BenchCommand, UnknownPresetFailsNamingIt) {

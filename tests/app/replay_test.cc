@@ -31,11 +31,11 @@ class RecordReplay : public ::testing::Test {
   void SetUp() override { ASSERT_EQ(setup_.exit_code, 0) << "making the demo media failed (espeak-ng, sox, gst-launch-1.0):\n" << setup_.output; }
 
   static std::string conflux(const std::string& args) { return std::string(CONFLUX_BINARY) + " " + args; }
-  static std::string record(const std::string& name) {
+  static std::string record(const std::string& name, const std::string& extra = "") {
     const std::string rec = (dir_ / name).string();
     fs::remove_all(rec);
     const Result r = run(conflux("record " + rec + " --model " + kTinyA + " --media " + (dir_ / "demo.webm").string() +
-                                 " --speed max --budget 70 --max-tokens 6 --threads 1 --no-status"));
+                                 " --speed max --budget 70 --max-tokens 6 --threads 1 --no-status" + extra));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return rec;
   }
@@ -54,6 +54,18 @@ TEST_F(RecordReplay, ReplayReproducesTheRecordedAnswers) {
     EXPECT_NE(r.output.find("identical to the recording, token for token"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("1 recorded answers"), std::string::npos) << r.output;
   }
+}
+
+// A run recorded on weights quantized at load replays on the same format (read from its settings)
+// token for token; --quantize overrides it, and the replay says the model differs.
+TEST_F(RecordReplay, QuantizedRunReplaysOnTheSameWeightFormat) {
+  const std::string rec = record("q8", " --quantize q8");
+  const Result same = run(conflux("replay " + rec + " --speed max --threads 1 --headless"));
+  EXPECT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_NE(same.output.find("identical to the recording, token for token"), std::string::npos) << same.output;
+  EXPECT_EQ(same.output.find("not the recorded model"), std::string::npos) << same.output;
+  const Result other = run(conflux("replay " + rec + " --speed max --threads 1 --headless --quantize q4"));
+  EXPECT_NE(other.output.find("not the recorded model"), std::string::npos) << other.output;
 }
 
 TEST_F(RecordReplay, TamperedRecordingIsReportedAsDiverging) {

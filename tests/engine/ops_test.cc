@@ -1,4 +1,6 @@
 // Every SIMD kernel against its plain scalar twin, on odd sizes; small ops against their definitions.
+#include "engine/ops.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "engine/dtype.h"
-#include "engine/ops.h"
 #include "engine/safetensors.h"
 
 namespace conflux {
@@ -44,6 +45,18 @@ StoredWeights store(const std::vector<float>& v, DType t) {
   return s;
 }
 
+// Runs `body` at every ISA level this CPU has (scalar, AVX2, AVX-512), so the AVX2 variants are
+// checked on an AVX-512 machine too; restores the detected level afterwards.
+template <class F>
+void at_every_isa(F&& body) {
+  for (detail::Isa isa : {detail::Isa::Scalar, detail::Isa::Avx2, detail::Isa::Avx512}) {
+    if (isa > detail::detected_isa()) continue;
+    detail::force_isa(isa);
+    body(isa == detail::Isa::Avx512 ? "avx512" : isa == detail::Isa::Avx2 ? "avx2" : "scalar");
+  }
+  detail::force_isa(detail::detected_isa());
+}
+
 class DotRows : public ::testing::TestWithParam<std::tuple<DType, int>> {};
 
 // SIMD sums in a different order than the double-precision scalar twin; for n terms of unit-variance
@@ -54,25 +67,70 @@ TEST_P(DotRows, SimdMatchesScalarTwin) {
   const size_t stride = size_t(n) + 3;  // rows not packed: the stride is honoured
   const auto x = randn(size_t(n), 1);
   const StoredWeights w = store(randn(stride * rows, 2), t);
-  for (int r = 1; r <= rows; ++r) {
-    float simd[4], ref[4];
-    dot_rows(t, x.data(), w.bytes.data(), stride, r, n, simd);
-    scalar::dot_rows(t, x.data(), w.bytes.data(), stride, r, n, ref);
-    for (int i = 0; i < r; ++i) {
-      double mag = 0;
-      for (int k = 0; k < n; ++k) mag += std::fabs(x[size_t(k)] * w.values[size_t(i) * stride + k]);
-      EXPECT_NEAR(simd[i], ref[i], 1e-5 * mag + 1e-6) << "dtype " << dtype_name(t) << " n " << n << " row " << i;
+  at_every_isa([&](const char* isa) {
+    for (int r = 1; r <= rows; ++r) {
+      float simd[4], ref[4];
+      float streamed[4];
+      dot_rows(t, x.data(), w.bytes.data(), stride, r, n, simd);
+      dot_rows_streaming(t, x.data(), w.bytes.data(), stride, r, n, streamed);
+      scalar::dot_rows(t, x.data(), w.bytes.data(), stride, r, n, ref);
+      for (int i = 0; i < r; ++i) {
+        double mag = 0;
+        for (int k = 0; k < n; ++k) mag += std::fabs(x[size_t(k)] * w.values[size_t(i) * stride + k]);
+        EXPECT_NEAR(simd[i], ref[i], 1e-5 * mag + 1e-6)
+            << isa << " dtype " << dtype_name(t) << " n " << n << " row " << i;
+        EXPECT_NEAR(streamed[i], ref[i], 1e-5 * mag + 1e-6)
+            << isa << " streaming, dtype " << dtype_name(t) << " n " << n;
+      }
     }
-  }
+  });
+}
+
+// The prefill tile against the scalar twin, full and partial tiles, odd lengths (masked tails).
+TEST(Ops, DotTileMatchesScalarTwin) {
+  at_every_isa([&](const char* isa) {
+    for (int n : {1, 7, 16, 17, 33, 100, 257}) {
+      const size_t ld = size_t(n) + 5;
+      const auto x = randn(4 * ld, 11), w = randn(4 * ld, 12);
+      for (int nx : {1, 3, 4})
+        for (int nw : {2, 4}) {
+          float y[4 * 6];
+          dot_tile(x.data(), nx, w.data(), nw, ld, n, y, 6);
+          for (int j = 0; j < nx; ++j) {
+            float ref[4];
+            scalar::dot_rows(DType::F32, x.data() + size_t(j) * ld, w.data(), ld, nw, n, ref);
+            for (int r = 0; r < nw; ++r) {
+              double mag = 0;
+              for (int k = 0; k < n; ++k) mag += std::fabs(x[size_t(j) * ld + k] * w[size_t(r) * ld + k]);
+              EXPECT_NEAR(y[j * 6 + r], ref[r], 1e-5 * mag + 1e-6) << isa << " " << n << " " << nx << "x" << nw;
+            }
+          }
+        }
+    }
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(OddSizes, DotRows,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
-                                            ::testing::Values(1, 7, 15, 16, 17, 31, 33, 100, 257, 1001)));
+                                            ::testing::Values(1, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1001)));
+
+// Widening is exact: every f16 and bf16 value is an f32 value.
+TEST(Ops, WidenMatchesConvertExactly) {
+  at_every_isa([&](const char* isa) {
+    for (DType t : {DType::BF16, DType::F16, DType::F32})
+      for (size_t n : {1, 15, 16, 17, 100}) {
+        const StoredWeights w = store(randn(n, 13), t);
+        std::vector<float> got(n), want(n);
+        widen_to_f32(t, w.bytes.data(), got.data(), n);
+        convert_to_f32(t, w.bytes.data(), want.data(), n);
+        EXPECT_EQ(got, want) << isa << " " << dtype_name(t) << " " << n;
+      }
+  });
+}
 
 TEST(Ops, KernelIsaIsReported) {
   const std::string isa = kernel_isa();
-  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "scalar") << isa;
+  EXPECT_TRUE(isa == "avx512-vnni" || isa == "avx512" || isa == "avx2" || isa == "scalar") << isa;
 }
 
 TEST(Ops, MatmulMatchesNaiveForAllDtypesAndBatchSizes) {
@@ -86,7 +144,7 @@ TEST(Ops, MatmulMatchesNaiveForAllDtypesAndBatchSizes) {
       ref.dtype = t;
       ref.shape = {out, in};
       ref.data = w.bytes.data();
-      std::vector<float> y(size_t(n) * out), scratch(size_t(pool.size()) * matmul_scratch_floats(in));
+      std::vector<float> y(size_t(n) * out), scratch(matmul_scratch_floats(in, n, pool.size()));
       matmul(pool, x.data(), n, ref, y.data(), scratch.data());
       for (int j = 0; j < n; ++j)
         for (int o = 0; o < out; ++o) {
@@ -112,6 +170,72 @@ TEST(Ops, AxpyAndDotMatchScalarTwins) {
     scalar::axpy(0.37f, a.data(), y2.data(), n);
     for (int i = 0; i < n; ++i) EXPECT_NEAR(y1[size_t(i)], y2[size_t(i)], 1e-6f);  // one fma vs mul+add: 1 ulp
   }
+}
+
+// Float sums of up to 1001 unit-variance terms in another order: 1e-5 of Σ|x| covers the rounding.
+TEST(Ops, StreamSumMatchesScalarTwin) {
+  at_every_isa([&](const char* isa) {
+    for (int n : {1, 31, 63, 64, 65, 129, 1001}) {
+      const auto a = randn(size_t(n), 7);
+      double mag = 0;
+      for (float v : a) mag += std::fabs(v);
+      EXPECT_NEAR(stream_sum(a.data(), size_t(n)), scalar::stream_sum(a.data(), size_t(n)), 1e-5 * mag)
+          << isa << " " << n;
+    }
+  });
+}
+
+// The SIMD tanh (polynomial exp) against libm's: 2e-6 absolute on tanh in [-1, 1] (the polynomial's
+// ~1e-7 plus the division and the sign trick's rounding), scaled by cap for softcap and by |x·b| for gelu.
+TEST(Ops, SoftcapAndGeluMatchScalarTwins) {
+  at_every_isa([&](const char* isa) {
+    for (int n : {1, 7, 15, 16, 17, 33, 1001}) {
+      auto y = randn(size_t(n), 8, 20.f);
+      if (n > 2) y[1] = 0.f, y[2] = -500.f;  // zero and far into saturation
+      auto ref = y;
+      softcap(y.data(), n, 30.f);
+      scalar::softcap(ref.data(), n, 30.f);
+      for (int i = 0; i < n; ++i)
+        EXPECT_NEAR(y[size_t(i)], ref[size_t(i)], 30.f * 2e-6f) << isa << " " << n << " " << i;
+      const auto x = randn(size_t(n), 9, 3.f), b = randn(size_t(n), 10);
+      auto a = x, a_ref = x;
+      gelu_mul(a.data(), b.data(), n);
+      scalar::gelu_mul(a_ref.data(), b.data(), n);
+      // A tanh error e changes gelu(x)·b by 0.5·|x|·e·|b|.
+      for (int i = 0; i < n; ++i)
+        EXPECT_NEAR(a[size_t(i)], a_ref[size_t(i)], 0.5f * std::fabs(x[size_t(i)] * b[size_t(i)]) * 2e-6f + 1e-7f)
+            << isa << " " << n << " " << i;
+    }
+  });
+}
+
+// Attention over a run of slots against the scalar per-key twins (dot, axpy on the stored values), for
+// f32 and bf16 entries: head sizes with and without the 256-, 64- and 16-float chunks, rows padded
+// (stride > hd); 1e-5 of Σ|terms| for the summation order.
+TEST(Ops, AttentionKernelsMatchPerKeyTwins) {
+  at_every_isa([&](const char* isa) {
+    for (DType t : {DType::F32, DType::BF16})
+      for (int hd : {16, 32, 40, 64, 256, 512}) {
+        const int nk = 37;
+        const size_t stride = size_t(hd) + 16;
+        const auto q = randn(size_t(hd), 14);
+        const StoredWeights k = store(randn(stride * nk, 15), t), v = store(randn(stride * nk, 16), t);
+        std::vector<float> sc(nk), out(size_t(hd), 0.5f), ref_out(size_t(hd), 0.5f);
+        attention_scores(q.data(), k.bytes.data(), t, stride, nk, hd, sc.data());
+        for (int i = 0; i < nk; ++i) {
+          double mag = 0;
+          for (int c = 0; c < hd; ++c) mag += std::fabs(q[size_t(c)] * k.values[size_t(i) * stride + c]);
+          EXPECT_NEAR(sc[size_t(i)], scalar::dot_f32(q.data(), k.values.data() + size_t(i) * stride, hd), 1e-5 * mag)
+              << isa << " " << dtype_name(t) << " " << hd;
+        }
+        softmax(sc.data(), nk);
+        attention_values(sc.data(), v.bytes.data(), t, stride, nk, hd, out.data());  // accumulates onto 0.5
+        for (int i = 0; i < nk; ++i)
+          scalar::axpy(sc[size_t(i)], v.values.data() + size_t(i) * stride, ref_out.data(), hd);
+        for (int c = 0; c < hd; ++c)
+          EXPECT_NEAR(out[size_t(c)], ref_out[size_t(c)], 1e-5) << dtype_name(t) << " " << hd << " " << c;
+      }
+  });
 }
 
 TEST(Ops, RmsNormWithAndWithoutWeight) {
@@ -177,7 +301,7 @@ TEST(Ops, SoftmaxAndSoftcap) {
 TEST(Dtype, ConversionsRoundTrip) {
   for (float f : {0.f, 1.f, -2.5f, 3.14159f, 65504.f, 6.1e-5f, 1e-7f}) {
     EXPECT_NEAR(f16_to_f32(f32_to_f16(f)), f, std::fabs(f) * 1e-3f + 6e-8f) << f;  // f16: 11-bit mantissa
-    EXPECT_NEAR(bf16_to_f32(f32_to_bf16(f)), f, std::fabs(f) * 4e-3f) << f;      // bf16: 8-bit mantissa
+    EXPECT_NEAR(bf16_to_f32(f32_to_bf16(f)), f, std::fabs(f) * 4e-3f) << f;        // bf16: 8-bit mantissa
   }
   EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(1e6f))));
   EXPECT_EQ(f32_to_bf16(1.f), 0x3f80);

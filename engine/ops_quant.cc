@@ -1,0 +1,327 @@
+// Kernels for block-quantized weights (Q8_0 / Q4_0): activation quantization and the integer
+// matrix-vector dot. Scalar twins first, then AVX2 (maddubs) and AVX-512 VNNI (vpdpbusd) variants
+// compiled with target attributes; dispatch follows ops.cc's run-time choice. Products of one block
+// are exact in int32 (32 · 127 · 127 < 2^31), so the ISAs differ only in the f32 sums across blocks.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/ops.h"
+
+namespace conflux {
+
+namespace {
+constexpr int kBlock = kQuantBlock;     // 32 weights per block
+constexpr int kHalfBlock = kBlock / 2;  // Q4_0: bytes per block
+constexpr float kQ8Max = 127.f;         // activations use [-127, 127], so negation never overflows
+
+// The activation block's scale inverse, computed the same way by every variant so that all of them
+// produce identical int8 values.
+inline float inverse_scale(float amax) { return amax > 0.f ? kQ8Max / amax : 0.f; }
+
+inline uint32_t load_u32(const void* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+}  // namespace
+
+// ---------------------------------------------------------------- scalar twins
+namespace scalar {
+
+void quantize_activation(const float* x, int n, int8_t* q, float* d) {
+  for (int b = 0; b < n / kBlock; ++b) {
+    const float* xb = x + size_t(b) * kBlock;
+    float amax = 0.f;
+    for (int i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    d[b] = amax / kQ8Max;
+    const float inv = inverse_scale(amax);
+    for (int i = 0; i < kBlock; ++i) q[size_t(b) * kBlock + i] = int8_t(std::nearbyint(xb[i] * inv));
+  }
+}
+
+void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
+                    float* out) {
+  const int nb = n / kBlock;
+  const size_t rb = row_bytes(t, n);
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* wr = static_cast<const uint8_t*>(w) + size_t(r) * rb;
+    double acc = 0.0;  // double: the reference the SIMD sums are compared against
+    for (int b = 0; b < nb; ++b) {
+      const int8_t* xb = xq + size_t(b) * kBlock;
+      int32_t s = 0;
+      if (t == DType::Q8_0) {
+        const int8_t* wb = reinterpret_cast<const int8_t*>(wr) + size_t(b) * kBlock;
+        for (int i = 0; i < kBlock; ++i) s += int32_t(wb[i]) * xb[i];
+      } else {
+        const uint8_t* wb = wr + size_t(b) * kHalfBlock;
+        for (int j = 0; j < kHalfBlock; ++j)
+          s += (int32_t(wb[j] & 0x0f) - 8) * xb[j] + (int32_t(wb[j] >> 4) - 8) * xb[j + kHalfBlock];
+      }
+      acc += double(f16_to_f32(scales[size_t(r) * nb + b])) * xd[b] * s;
+    }
+    out[r] = float(acc);
+  }
+}
+
+}  // namespace scalar
+
+namespace {
+
+#define CONFLUX_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define CONFLUX_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+// ---------------------------------------------------------------- AVX2 + FMA + F16C
+CONFLUX_AVX2 inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+CONFLUX_AVX2 void quantize_activation_avx2(const float* x, int n, int8_t* q, float* d) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  // packs interleave 128-bit lanes; this permutation puts the 32 bytes back in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int b = 0; b < n / kBlock; ++b) {
+    const float* xb = x + size_t(b) * kBlock;
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      m = _mm256_max_ps(m, _mm256_and_ps(v[k], abs_mask));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    d[b] = amax / kQ8Max;
+    const __m256 inv = _mm256_set1_ps(inverse_scale(amax));
+    __m256i i32[4];
+    for (int k = 0; k < 4; ++k) i32[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));  // round to nearest even
+    const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]), i16b = _mm256_packs_epi32(i32[2], i32[3]);
+    const __m256i i8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i16a, i16b), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + size_t(b) * kBlock), i8);
+  }
+}
+
+// Q8_0: |x| (unsigned) times w with x's sign moved onto it, so maddubs' u8 x s8 form applies; pairs of
+// products stay below 2 · 127 · 127 < 2^15.
+CONFLUX_AVX2 void dot_q8_avx2(const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
+                              float* out) {
+  const int nb = n / kBlock;
+  const int8_t* wq = static_cast<const int8_t*>(w);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int b = 0; b < nb; ++b) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + size_t(b) * kBlock));
+    const __m256i ax = _mm256_abs_epi8(xv);
+    for (int r = 0; r < rows; ++r) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + size_t(r) * n + size_t(b) * kBlock));
+      const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv)), ones);
+      const float scale = _cvtsh_ss(scales[size_t(r) * nb + b]) * xd[b];
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(scale), acc[r]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) out[r] = hsum256(acc[r]);
+}
+
+// Q4_0: nibbles are unsigned 0..15, so maddubs takes them directly; the offset 8 comes off as
+// 8 · Σx, computed once per block for all rows.
+CONFLUX_AVX2 void dot_q4_avx2(const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
+                              float* out) {
+  const int nb = n / kBlock;
+  const uint8_t* wq = static_cast<const uint8_t*>(w);
+  const size_t rb = size_t(n) / 2;
+  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f), eights = _mm256_set1_epi8(8);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int b = 0; b < nb; ++b) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + size_t(b) * kBlock));
+    const __m256i offset = _mm256_maddubs_epi16(eights, xv);
+    for (int r = 0; r < rows; ++r) {
+      const __m128i raw =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + size_t(r) * rb + size_t(b) * kHalfBlock));
+      // Low half: weights 0..15 (low nibbles); high half: weights 16..31 (high nibbles).
+      const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
+      const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv), offset);
+      const __m256i p32 = _mm256_madd_epi16(p16, ones);
+      const float scale = _cvtsh_ss(scales[size_t(r) * nb + b]) * xd[b];
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(scale), acc[r]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) out[r] = hsum256(acc[r]);
+}
+
+// ---------------------------------------------------------------- AVX-512 VNNI
+CONFLUX_VNNI void quantize_activation_avx512(const float* x, int n, int8_t* q, float* d) {
+  for (int b = 0; b < n / kBlock; ++b) {
+    const float* xb = x + size_t(b) * kBlock;
+    const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    d[b] = amax / kQ8Max;
+    const __m512 inv = _mm512_set1_ps(inverse_scale(amax));
+    const __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, inv)));
+    const __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, inv)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + size_t(b) * kBlock), _mm256_set_m128i(q1, q0));
+  }
+}
+
+// Two blocks per 512-bit step: lanes 0-7 hold block b's dot partial sums, lanes 8-15 block b + 1's.
+// This spreads the two blocks' scales over those lanes.
+CONFLUX_VNNI inline __m512 pair_scales(__m128 two) {
+  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  return _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(two));
+}
+
+CONFLUX_VNNI inline __m512 weight_pair_scales(const uint16_t* s) {
+  return pair_scales(_mm_cvtph_ps(_mm_cvtsi32_si128(int(load_u32(s)))));
+}
+
+// dw · dx of 16 consecutive blocks: one f16 conversion and one multiply for 8 block pairs.
+CONFLUX_VNNI inline __m512 block_scales16(const uint16_t* dw, const float* dx) {
+  return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dw))), _mm512_loadu_ps(dx));
+}
+
+// Lanes 0-7 get scale 2p of d, lanes 8-15 scale 2p + 1 (the lane layout of a two-block dot).
+alignas(64) constexpr int32_t kSpreadPair[8][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                                    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                                    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                                    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+                                                    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
+                                                    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+                                                    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
+                                                    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+CONFLUX_VNNI inline __m512 spread_pair(__m512 d, int p) {
+  return _mm512_permutexvar_ps(_mm512_load_si512(kSpreadPair[p]), d);
+}
+
+// The int32 dot of blocks b and b + 1 (lanes 0-7 and 8-15) of a Q8_0 row: vpdpbusd multiplies u8 by s8,
+// so |x| meets w with x's sign (w is never -128, so negating is exact).
+CONFLUX_VNNI inline __m512i q8_pair_dot(const int8_t* wr, const int8_t* xq, int b) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i x = _mm512_loadu_si512(xq + size_t(b) * kBlock), wv = _mm512_loadu_si512(wr + size_t(b) * kBlock);
+  return _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(x), _mm512_mask_sub_epi8(wv, _mm512_movepi8_mask(x), zero, wv));
+}
+
+// Q8_0: vpdpbusd multiplies u8 by s8, so |x| meets w with x's sign (w is never -128, so negating is exact).
+// One row at a time, front to back: a purely sequential stream, which the hardware prefetchers keep
+// ahead of (interleaving four rows left one thread at a third of the read bandwidth); x stays in L1.
+CONFLUX_VNNI void dot_q8_vnni(const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
+                              float* out) {
+  const int nb = n / kBlock;
+  for (int r = 0; r < rows; ++r) {
+    const int8_t* wr = static_cast<const int8_t*>(w) + size_t(r) * n;
+    const uint16_t* sr = scales + size_t(r) * nb;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();  // two chains hide the FMA latency
+    int b = 0;
+    for (; b + 16 <= nb; b += 16) {  // 16 blocks: their 16 combined scales converted at once
+      const __m512 d = block_scales16(sr + b, xd + b);
+      for (int p = 0; p < 8; p += 2) {
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_pair_dot(wr, xq, b + 2 * p)), spread_pair(d, p), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_pair_dot(wr, xq, b + 2 * p + 2)), spread_pair(d, p + 1), acc1);
+      }
+    }
+    for (; b + 2 <= nb; b += 2) {
+      const __m512 sc =
+          _mm512_mul_ps(weight_pair_scales(sr + b),
+                        pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_pair_dot(wr, xq, b)), sc, acc0);
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; b < nb; ++b) {  // an odd last block, 256 bits wide
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + size_t(b) * kBlock));
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + size_t(b) * kBlock));
+      const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
+      sum += hsum256(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(sr[b]) * xd[b]);
+    }
+    out[r] = sum;
+  }
+}
+
+// Q4_0: nibbles are the unsigned operand of vpdpbusd; the offset 8 comes off as 8 · Σx per lane. Row by
+// row, as Q8_0, for a sequential stream.
+CONFLUX_VNNI inline __m512i q4_pair_dot(const uint8_t* wr, const int8_t* xq, int b) {
+  const uint8_t* w32 = wr + size_t(b) * kHalfBlock;
+  const __m512i xv = _mm512_loadu_si512(xq + size_t(b) * kBlock);
+  // From lo = [b.lo, b+1.lo] and hi = [b.hi, b+1.hi] (16 bytes each) build [b.lo, b.hi, b+1.lo, b+1.hi]:
+  // weights 0..31 of block b, then of block b + 1, matching x's order. Qword indices; 8+ picks from hi.
+  const __m512i interleave = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w32));
+  const __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+  const __m512i wv = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), interleave, _mm512_castsi256_si512(hi));
+  const __m512i zero = _mm512_setzero_si512();
+  return _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wv, xv), _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv));
+}
+
+CONFLUX_VNNI void dot_q4_vnni(const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
+                              float* out) {
+  const int nb = n / kBlock;
+  const size_t rb = size_t(n) / 2;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* wr = static_cast<const uint8_t*>(w) + size_t(r) * rb;
+    const uint16_t* sr = scales + size_t(r) * nb;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 16 <= nb; b += 16) {
+      const __m512 d = block_scales16(sr + b, xd + b);
+      for (int p = 0; p < 8; p += 2) {
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wr, xq, b + 2 * p)), spread_pair(d, p), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wr, xq, b + 2 * p + 2)), spread_pair(d, p + 1), acc1);
+      }
+    }
+    for (; b + 2 <= nb; b += 2) {
+      const __m512 sc =
+          _mm512_mul_ps(weight_pair_scales(sr + b),
+                        pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
+      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wr, xq, b)), sc, acc0);
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; b < nb; ++b) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + size_t(b) * kBlock));
+      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + size_t(b) * kHalfBlock));
+      const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
+      const __m256i zero = _mm256_setzero_si256();
+      const __m256i dot =
+          _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, wv, xv), _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(8), xv));
+      sum += hsum256(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(sr[b]) * xd[b]);
+    }
+    out[r] = sum;
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- dispatch
+// AVX-512 without VNNI uses the AVX2 kernels (maddubs); a plain x86-64 CPU the scalar ones.
+void quantize_activation(const float* x, int n, int8_t* q, float* d) {
+  switch (detail::active_isa()) {
+    case detail::Isa::Avx512:
+      if (detail::cpu_has_avx512_vnni()) return quantize_activation_avx512(x, n, q, d);
+      return quantize_activation_avx2(x, n, q, d);
+    case detail::Isa::Avx2: return quantize_activation_avx2(x, n, q, d);
+    case detail::Isa::Scalar: break;
+  }
+  scalar::quantize_activation(x, n, q, d);
+}
+
+void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
+                    float* out) {
+  const bool q8 = t == DType::Q8_0;
+  switch (detail::active_isa()) {
+    case detail::Isa::Avx512:
+      if (detail::cpu_has_avx512_vnni())
+        return q8 ? dot_q8_vnni(xq, xd, w, scales, rows, n, out) : dot_q4_vnni(xq, xd, w, scales, rows, n, out);
+      [[fallthrough]];
+    case detail::Isa::Avx2:
+      return q8 ? dot_q8_avx2(xq, xd, w, scales, rows, n, out) : dot_q4_avx2(xq, xd, w, scales, rows, n, out);
+    case detail::Isa::Scalar: break;
+  }
+  scalar::dot_rows_quant(t, xq, xd, w, scales, rows, n, out);
+}
+
+}  // namespace conflux
