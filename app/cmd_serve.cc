@@ -28,6 +28,8 @@ const char* kUsage =
     "  --token T               clients must send 'Authorization: Bearer T' or ?token=T (default: none)\n"
     "  --threads N             worker threads per session (default: all cores)\n"
     "  --max-context N         KV capacity per session in positions (default 4096)\n"
+    "  --quantize FMT          convert the weights at load: q8, q4, bf16 or f32 (default: as stored)\n"
+    "  --kv-cache f32|bf16     KV cache entries (default f32; bf16 halves their memory and reads)\n"
     "  --max-image-budget N    largest image budget a client may choose (default 560; bounds per-session scratch)\n"
     "  --max-message-mb N      largest WebSocket message in MiB (default 16)\n"
     "  --max-queued-audio S    seconds of audio a session may have waiting (default 10)\n"
@@ -47,7 +49,7 @@ int cmd_serve(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  a.reject_unknown({"model", "host", "port", "max-sessions", "token", "threads", "max-context", "max-image-budget",
+  a.reject_unknown({"model", "host", "port", "max-sessions", "token", "threads", "max-context", "quantize", "kv-cache", "max-image-budget",
                     "max-message-mb", "max-queued-audio", "max-image-pixels", "system", "budget", "fps", "no-vad",
                     "max-tokens", "temperature", "top-k", "top-p", "seed", "quiet"});
   const std::string dir = a.require("model");
@@ -59,6 +61,8 @@ int cmd_serve(int argc, char** argv) {
   c.runtime.n_threads = a.get_int("threads", 0);
   c.runtime.max_context = a.get_int("max-context", 4096);
   c.runtime.max_chunk = std::max(512, a.get_int("max-image-budget", 560));
+  c.runtime.kv_dtype = kv_cache_option(a);
+  const LoadOptions load = load_options(a);  // checked before the model loads
   c.max_message_bytes = size_t(a.get_double("max-message-mb", 16) * (1 << 20));
   c.max_queued_audio_s = a.get_double("max-queued-audio", 10);
   c.max_image_pixels = a.get_int("max-image-pixels", 3840 * 2160);
@@ -78,7 +82,7 @@ int cmd_serve(int argc, char** argv) {
   s.sampling.top_p = float(a.get_double("top-p", 1.0));
   s.sampling.seed = uint64_t(a.get_int("seed", 0));
 
-  const auto model = Model::load(dir);
+  const auto model = Model::load(dir, load);
   const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());
   server::apply_model_stop_tokens(dir, tok, s.sampling);
   if (!a.flag("quiet")) c.log = [](const std::string& line) { std::fprintf(stderr, "conflux serve: %s\n", line.c_str()); };

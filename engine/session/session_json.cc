@@ -93,7 +93,8 @@ std::string session_settings_json(const Model& model, const RuntimeConfig& rc, c
                  {"tokenizer_json_bytes", size_of("tokenizer.json")}}},
       {"runtime", {{"max_context", rc.max_context},
                    {"max_chunk", rc.max_chunk},
-                   {"image_attention", rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf"}}},
+                   {"image_attention", rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf"},
+                   {"kv_cache", rc.kv_dtype == DType::BF16 ? "bf16" : "f32"}}},
       {"session", live_settings_object(live_settings_of(c))},
   };
   // The live settings (one layout, shared with live_settings_to_json) plus those fixed for the session.
@@ -132,6 +133,11 @@ void session_settings_from_json(const std::string& text, RuntimeConfig& rc, Sess
   field(r, "runtime", "image_attention", attention);
   if (attention != "hf" && attention != "all-layers") throw std::runtime_error("settings field runtime.image_attention is " + attention);
   rc.image_attention = attention == "all-layers" ? ImageAttention::AllLayers : ImageAttention::SlidingOnly;
+  // Recordings made before the KV cache had a format leave it out: the base's value (float32 by default).
+  std::string kv = rc.kv_dtype == DType::BF16 ? "bf16" : "f32";
+  field(r, "runtime", "kv_cache", kv);
+  if (kv != "f32" && kv != "bf16") throw std::runtime_error("settings field runtime.kv_cache is " + kv);
+  rc.kv_dtype = kv == "bf16" ? DType::BF16 : DType::F32;
   const nlohmann::json& s = j.value("session", empty);
   field(s, "session", "system_prompt", c.system_prompt);
   field(s, "session", "image_budget", c.image_budget);

@@ -793,3 +793,33 @@ TEST(RecordingWriterTest, FullQueueDropsAreCountedAndRecorded) {
 
 }  // namespace
 }  // namespace conflux
+
+namespace conflux {
+namespace {
+
+// The KV cache format is part of the recorded runtime (a bf16 cache changes the answers), and recordings
+// from before it existed read back as float32.
+TEST_F(RecordingTest, KvCacheFormatIsRecordedAndReadBack) {
+  RuntimeConfig rc = runtime();
+  rc.kv_dtype = DType::BF16;
+  const std::string json = session_settings_json(*model_, rc, config());
+  RuntimeConfig back;
+  SessionConfig cfg;
+  session_settings_from_json(json, back, cfg);
+  EXPECT_EQ(back.kv_dtype, DType::BF16);
+  nlohmann::json old = nlohmann::json::parse(json);
+  old["runtime"].erase("kv_cache");
+  RuntimeConfig fresh;  // an absent field keeps the base's value: float32 for a fresh RuntimeConfig
+  session_settings_from_json(old.dump(), fresh, cfg);
+  EXPECT_EQ(fresh.kv_dtype, DType::F32);
+  old["runtime"]["kv_cache"] = "f16";
+  try {
+    session_settings_from_json(old.dump(), back, cfg);
+    ADD_FAILURE() << "an unknown KV cache format was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("runtime.kv_cache"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace conflux

@@ -542,6 +542,7 @@ namespace {
 
 // The command itself: `conflux serve --port 0` prints the port it got, answers a client, and on SIGTERM
 // closes the connection, prints its totals and exits 0.
+// Also serves from weights converted to q8 at load, with a bf16 KV cache (the options `run` has).
 TEST(ServeCommand, ServesAClientAndStopsCleanlyOnSigterm) {
   const fs::path log = fs::temp_directory_path() / ("conflux_serve_cmd_" + std::to_string(::getpid()) + ".log");
   const pid_t pid = fork();
@@ -550,7 +551,7 @@ TEST(ServeCommand, ServesAClientAndStopsCleanlyOnSigterm) {
     FILE* f = std::freopen(log.c_str(), "w", stderr);
     (void)f;
     execl(CONFLUX_BINARY, CONFLUX_BINARY, "serve", "--model", kTinyA.c_str(), "--port", "0", "--threads", "1", "--max-tokens", "4",
-          static_cast<char*>(nullptr));
+          "--quantize", "q8", "--kv-cache", "bf16", static_cast<char*>(nullptr));
     _exit(127);
   }
   int port = 0;
