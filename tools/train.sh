@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Trains the bundled small model (assets/model) from scratch and regenerates everything derived from it:
 # the speech bank, the model, the parity cases, the held-out eval set and the demo recording. Seeded: the
-# same machine gives the same files. Not part of CI (about 2 hours on 2 cores); the results are committed.
+# same machine gives the same files. Not part of CI (about 1.5 hours on 2 idle cores); the results are committed.
 #
 #   tools/train.sh [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${1:-2400}
+STEPS=${1:-5000}
 PY=/usr/bin/python3  # Debian's Python, where python3-torch lives
 WORK=tools/train/work
 

@@ -12,7 +12,6 @@
 Loss is on the answer tokens and the <turn|> that ends them. Earlier turns (with their answers) may
 precede the last one, as in a running session.
 """
-import random
 
 import numpy as np
 import torch

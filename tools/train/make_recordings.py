@@ -21,7 +21,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import layout  # noqa: E402
 import scenes  # noqa: E402
 import speech  # noqa: E402
 import tasks  # noqa: E402

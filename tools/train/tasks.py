@@ -8,7 +8,6 @@ Three tasks, all answered from raw input through the embedders:
 Everything here is pure Python and seeded by the caller's random.Random, so data generation, the eval set
 and the tokenizer vocabulary all come from this one table of words.
 """
-import random
 
 COLOURS = ["red", "green", "blue", "yellow", "orange", "purple"]
 SHAPES = ["circle", "square", "triangle"]
@@ -132,16 +131,6 @@ def random_combined(rng, shapes):
         a = answer_question(q, shapes)
         if a is not None:
             return q, a
-
-
-def all_utterances():
-    """Every distinct text a user says in the task set (the speech bank renders these)."""
-    out = set(SCENE_QUESTIONS) | {p for p, _ in PHRASE_COMMANDS} | set(COLOURS) | set(SHAPES)
-    for a in range(10):
-        out.add(DIGITS[a])
-        for b in range(10):
-            out.add(f"{DIGITS[a]} {DIGITS[b]}")
-    return sorted(out)
 
 
 def vocabulary_words():

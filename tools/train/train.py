@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 
@@ -117,7 +116,6 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng, nrng = random.Random(args.seed), np.random.default_rng(args.seed)
 
     tok = build_tokenizer()
     cfg = gemma4.small_config(tokenizer_build.VOCAB_SIZE, tok.vocab)
