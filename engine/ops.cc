@@ -2,13 +2,13 @@
 // attributes (the build itself stays plain x86-64), and run-time dispatch on CPU features.
 #include "engine/ops.h"
 
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "engine/safetensors.h"
+#include "engine/simd.h"
 
 namespace conflux {
 
@@ -60,16 +60,7 @@ float stream_sum(const float* x, size_t n) {
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
 namespace {
 
-#define CONFLUX_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define CONFLUX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-
-CONFLUX_AVX2 inline float hsum256(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
+using simd::hsum256;
 
 template <DType T>
 CONFLUX_AVX2 inline __m256 load8(const void* w, size_t i) {

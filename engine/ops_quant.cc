@@ -2,13 +2,13 @@
 // matrix-vector dot. Scalar twins first, then AVX2 (maddubs) and AVX-512 VNNI (vpdpbusd) variants
 // compiled with target attributes; dispatch follows ops.cc's run-time choice. Products of one block
 // are exact in int32 (32 · 127 · 127 < 2^31), so the ISAs differ only in the f32 sums across blocks.
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "engine/ops.h"
+#include "engine/simd.h"
 
 namespace conflux {
 
@@ -70,17 +70,9 @@ void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, c
 
 namespace {
 
-#define CONFLUX_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define CONFLUX_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+using simd::hsum256;
 
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
-CONFLUX_AVX2 inline float hsum256(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
 
 CONFLUX_AVX2 void quantize_activation_avx2(const float* x, int n, int8_t* q, float* d) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
