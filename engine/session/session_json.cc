@@ -129,15 +129,22 @@ void session_settings_from_json(const std::string& text, RuntimeConfig& rc, Sess
   const nlohmann::json& r = j.value("runtime", empty);
   field(r, "runtime", "max_context", rc.max_context);
   field(r, "runtime", "max_chunk", rc.max_chunk);
-  std::string attention = rc.image_attention == ImageAttention::AllLayers ? "all-layers" : "hf";
-  field(r, "runtime", "image_attention", attention);
-  if (attention != "hf" && attention != "all-layers") throw std::runtime_error("settings field runtime.image_attention is " + attention);
-  rc.image_attention = attention == "all-layers" ? ImageAttention::AllLayers : ImageAttention::SlidingOnly;
+  // A setting spelled one of two ways; absent keeps the base's value, anything else is an error.
+  const auto one_of_two = [&](const nlohmann::json& obj, const char* path, const char* key, const char* first,
+                              const char* second, bool& is_second) {
+    std::string value = is_second ? second : first;
+    field(obj, path, key, value);
+    if (value != first && value != second)
+      throw std::runtime_error(std::string("settings field ") + path + "." + key + " is " + value);
+    is_second = value == second;
+  };
+  bool all_layers = rc.image_attention == ImageAttention::AllLayers;
+  one_of_two(r, "runtime", "image_attention", "hf", "all-layers", all_layers);
+  rc.image_attention = all_layers ? ImageAttention::AllLayers : ImageAttention::SlidingOnly;
   // Recordings made before the KV cache had a format leave it out: the base's value (float32 by default).
-  std::string kv = rc.kv_dtype == DType::BF16 ? "bf16" : "f32";
-  field(r, "runtime", "kv_cache", kv);
-  if (kv != "f32" && kv != "bf16") throw std::runtime_error("settings field runtime.kv_cache is " + kv);
-  rc.kv_dtype = kv == "bf16" ? DType::BF16 : DType::F32;
+  bool bf16_cache = rc.kv_dtype == DType::BF16;
+  one_of_two(r, "runtime", "kv_cache", "f32", "bf16", bf16_cache);
+  rc.kv_dtype = bf16_cache ? DType::BF16 : DType::F32;
   const nlohmann::json& s = j.value("session", empty);
   field(s, "session", "system_prompt", c.system_prompt);
   field(s, "session", "image_budget", c.image_budget);
