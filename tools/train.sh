@@ -11,16 +11,7 @@ PY=/usr/bin/python3  # Debian's Python, where python3-torch lives
 WORK=tools/train/work
 
 PACKAGES=(python3-torch python3-numpy libopenblas0-pthread espeak-ng sox)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+tools/apt_install.sh "${PACKAGES[@]}"
 tools/setup.sh  # builds conflux (for the evaluation at the end)
 
 mkdir -p "$WORK"
