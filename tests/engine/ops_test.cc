@@ -10,17 +10,12 @@
 
 #include "engine/dtype.h"
 #include "engine/safetensors.h"
+#include "tests/support/random.h"
 
 namespace conflux {
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float std = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, std);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing_support::randn;
 
 // Weights stored in `t`, plus the f32 values they really hold (after rounding to t).
 struct StoredWeights {

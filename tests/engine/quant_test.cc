@@ -18,19 +18,14 @@
 #include "engine/model.h"
 #include "engine/ops.h"
 #include "engine/sequence.h"
+#include "tests/support/random.h"
 
 namespace conflux {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<float> randn(size_t n, uint64_t seed, float std = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, std);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing_support::randn;
 
 // A (rows, cols) matrix in `t` as a TensorRef over owned storage.
 struct QuantMatrix {
