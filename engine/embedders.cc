@@ -17,8 +17,9 @@ void Context::embed_image_patches(const float* patches, const int32_t* gx, const
   const float ln_eps = c.vision.layer_norm_eps;
   const TensorRef& pos = w.pos_embedding.ref;  // (posemb, 2, M)
   const size_t pos_elem = dtype_size(pos.dtype);
-  for (int off = 0; off < n; off += rc_.max_chunk) {
-    const int m = std::min(rc_.max_chunk, n - off);
+  const int rows = std::min(rc_.max_chunk, kEmbedderRows);
+  for (int off = 0; off < n; off += rows) {
+    const int m = std::min(rows, n - off);
     float* ln1 = s_->patch.data();      // (m, P)
     float* hid = s_->mm_hidden.data();  // (m, M)
     for (int j = 0; j < m; ++j)
@@ -49,8 +50,9 @@ void Context::embed_audio_frames(const float* frames, int n, float* out) {
   const ModelConfig& c = model_.config();
   if (!c.audio.present) throw std::invalid_argument("this model has no audio embedder");
   const int S = c.audio.samples_per_token, D = c.text.hidden_size;
-  for (int off = 0; off < n; off += rc_.max_chunk) {
-    const int m = std::min(rc_.max_chunk, n - off);
+  const int rows = std::min(rc_.max_chunk, kEmbedderRows);
+  for (int off = 0; off < n; off += rows) {
+    const int m = std::min(rows, n - off);
     float* xn = s_->frames.data();  // (m, S)
     for (int j = 0; j < m; ++j) rms_norm(frames + size_t(off + j) * S, nullptr, xn + size_t(j) * S, S, c.audio.rms_norm_eps);
     matmul(*pool_, xn, m, model_.weights().audio.projection.ref, out + size_t(off) * D, s_->mm.data());

@@ -80,8 +80,10 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
   }
   const size_t M = size_t(c.vision.present ? c.vision.mm_embed_dim : 0);
   const size_t patch_vals = size_t(c.vision.model_patch_size()) * c.vision.model_patch_size() * 3;
-  const int in_max = int(std::max({D, F, size_t(t.num_heads) * hd_max, c.vision.present ? patch_vals : 0, M,
-                                   size_t(c.audio.present ? c.audio.samples_per_token : 0)}));
+  // Widest matmul input of the decoder (C rows) and of the embedders (E rows, below).
+  const int in_max = int(std::max({D, F, size_t(t.num_heads) * hd_max}));
+  const int embed_in_max = int(std::max({c.vision.present ? patch_vals : 0, M,
+                                         size_t(c.audio.present ? c.audio.samples_per_token : 0)}));
   const size_t threads = size_t(pool_->size());
   s_->x.assign(C * D, 0.f);
   s_->xn.assign(C * D, 0.f);
@@ -93,15 +95,17 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
   s_->gate.assign(C * F, 0.f);
   s_->up.assign(C * F, 0.f);
   s_->scores.assign(threads * (size_t(rc.max_context) + C), 0.f);
-  s_->mm.assign(matmul_scratch_floats(in_max, int(C), int(threads)), 0.f);
+  const size_t E = std::min(C, size_t(kEmbedderRows));
+  s_->mm.assign(std::max(matmul_scratch_floats(in_max, int(C), int(threads)),
+                         matmul_scratch_floats(embed_in_max, int(E), int(threads))), 0.f);
   s_->head_in.assign(C * D, 0.f);
   s_->block_end.assign(C, 0);
   if (c.vision.present) {
-    s_->patch.assign(C * patch_vals, 0.f);
-    s_->mm_hidden.assign(C * M, 0.f);
+    s_->patch.assign(E * patch_vals, 0.f);
+    s_->mm_hidden.assign(E * M, 0.f);
     s_->pos_row.assign(M, 0.f);
   }
-  if (c.audio.present) s_->frames.assign(C * size_t(c.audio.samples_per_token), 0.f);
+  if (c.audio.present) s_->frames.assign(E * size_t(c.audio.samples_per_token), 0.f);
 }
 
 Context::~Context() = default;
