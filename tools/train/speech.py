@@ -37,11 +37,12 @@ def render(text, accent, variant, speed, pitch, lowpass, highpass, reverb):
     """One utterance: int16 samples at 16 kHz with PAD_BEFORE_S / PAD_AFTER_S of silence around it."""
     wav = subprocess.run(["espeak-ng", "-v", f"{accent}+{variant}", "-s", str(speed), "-p", str(pitch),
                           "--stdout", text], check=True, capture_output=True).stdout
+    # -R: repeatable (sox otherwise seeds its dither randomly, and renders would differ run to run)
     effects = ["highpass", str(highpass), "lowpass", str(lowpass)]
     if reverb > 0:
         effects += ["reverb", str(reverb)]
     effects += ["norm", "-3", "pad", str(PAD_BEFORE_S), str(PAD_AFTER_S)]
-    raw = subprocess.run(["sox", "-t", "wav", "-", "-t", "raw", "-r", str(RATE), "-e", "signed", "-b", "16",
+    raw = subprocess.run(["sox", "-R", "-t", "wav", "-", "-t", "raw", "-r", str(RATE), "-e", "signed", "-b", "16",
                           "-c", "1", "-"] + effects, input=wav, check=True, capture_output=True).stdout
     return np.frombuffer(raw, dtype="<i2").copy()
 
