@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the bundled small model (assets/model) from scratch and regenerates everything derived from it:
 # the speech bank, the model, the parity cases, the held-out eval set and the demo recording. Seeded: the
-# same machine gives the same files. Not part of CI (about 1.5 hours on 2 idle cores); the results are committed.
+# same machine gives the same files. Not part of CI (about 2 hours on 2 cores); the results are committed.
 #
 #   tools/train.sh [STEPS]
 set -euo pipefail

@@ -146,13 +146,14 @@ TEST_F(RecordReplay, CtrlCMidAnswerStopsCleanly) {
 namespace {
 
 // Without a microphone, camera or media file, `conflux` plays the demo recording shipped in assets/ as
-// if live, says so, and answers its two spoken questions (these test machines have no devices).
+// if live on the bundled model (assets/model), says so, and answers its four spoken questions (these test
+// machines have no devices).
 TEST_F(RecordReplay, NoDevicesPlaysTheDemoRecording) {
-  const Result r = run("cd " + dir_.string() + " && " +
-                       conflux("--headless --model " + kTinyA + " --speed max --max-tokens 4 --threads 1"));
+  const Result r = run("cd " + dir_.string() + " && " + conflux("--headless --speed max --threads 1"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("playing the demo recording"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("2 turns"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("assets/model"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("4 turns"), std::string::npos) << r.output;
 }
 
 }  // namespace
