@@ -49,6 +49,9 @@ const char* kUsage =
     "  --prompt-tokens N    prefill length (default 512)\n"
     "  --decode-tokens N    decode steps after the prefill (default 64)\n"
     "  --repeats N          runs per measurement, median reported (default 3)\n"
+    "  --kv-cache f32|bf16  KV cache entries (default f32; bf16 halves the cache and its reads)\n"
+    "  --piece-rows N       rows per matmul inside a prefill chunk (default 128; up to 512 trades\n"
+    "                       activation memory for fewer passes over the weights)\n"
     "  --json               print one JSON object instead of the table: bandwidth_gb_s (the most threads'),\n"
     "                       bandwidth [{threads, gb_s}], runs [{format, threads, prefill_tokens_per_s,\n"
     "                       decode_tokens_per_s, roofline_fraction, peak_rss_mb, weight_bytes,\n"
@@ -80,6 +83,8 @@ struct BenchSettings {
   int prompt_tokens = kDefaultPromptTokens;
   int decode_tokens = kDefaultDecodeTokens;
   int repeats = kDefaultRepeats;
+  int piece_rows = RuntimeConfig{}.piece_rows;
+  DType kv_dtype = DType::F32;
 };
 
 struct ThreadRun {
@@ -209,6 +214,8 @@ ThreadRun bench_threads(const Model& model, const std::vector<int32_t>& prompt, 
   RuntimeConfig rc;
   rc.n_threads = threads;
   rc.max_chunk = kPrefillChunk;
+  rc.piece_rows = s.piece_rows;
+  rc.kv_dtype = s.kv_dtype;
   rc.max_context = s.prompt_tokens + s.decode_tokens + 1;  // +1: the last decode's token fits too
   // One Context per thread count; reset() rewinds it, and its cache rows are simply overwritten.
   Context ctx(model, rc);
@@ -256,11 +263,13 @@ int cmd_bench(int argc, char** argv) {
   }
   if (args.get_or("scenario", "engine") != "engine") throw CliError("--scenario must be engine or live");
   args.reject_unknown({"model", "scenario", "threads", "prompt-tokens", "decode-tokens", "repeats", "json", "formats",
-                       "bandwidth-mib"});
+                       "bandwidth-mib", "piece-rows", "kv-cache"});
   BenchSettings settings;
   settings.prompt_tokens = positive_option(args, "prompt-tokens", kDefaultPromptTokens);
   settings.decode_tokens = positive_option(args, "decode-tokens", kDefaultDecodeTokens);
   settings.repeats = positive_option(args, "repeats", kDefaultRepeats);
+  settings.piece_rows = positive_option(args, "piece-rows", settings.piece_rows);
+  settings.kv_dtype = kv_cache_option(args);
   const int bandwidth_mib = positive_option(args, "bandwidth-mib", kDefaultBandwidthMib);
   const std::vector<int> thread_counts =
       args.get("threads") ? std::vector<int>{positive_option(args, "threads", 1)} : kDefaultThreadCounts;
@@ -351,6 +360,8 @@ int cmd_bench(int argc, char** argv) {
         {"isa", kernel_isa()},
         {"kv_cache_bytes", kv_bytes},
         {"prompt_tokens", settings.prompt_tokens},
+        {"piece_rows", settings.piece_rows},
+        {"kv_cache", std::string(dtype_name(settings.kv_dtype))},
         {"decode_tokens", settings.decode_tokens},
         {"repeats", settings.repeats},
         {"tokenizer_load_s", tokenizer_load_s >= 0 ? nlohmann::json(tokenizer_load_s) : nlohmann::json(nullptr)},
@@ -386,8 +397,8 @@ int cmd_bench(int argc, char** argv) {
   if (!baseline_rss.empty())
     std::printf("RSS before each model loads: %.1f MiB (the binary and its libraries)\n",
                 *std::min_element(baseline_rss.begin(), baseline_rss.end()));
-  std::printf("prompt %d tokens, decode %d tokens, median of %d\n\n", settings.prompt_tokens, settings.decode_tokens,
-              settings.repeats);
+  std::printf("prompt %d tokens (pieces of %d rows), decode %d tokens, median of %d\n\n", settings.prompt_tokens,
+              settings.piece_rows, settings.decode_tokens, settings.repeats);
   const std::string pp = "pp" + std::to_string(settings.prompt_tokens) + " tok/s";
   const std::string tg = "tg" + std::to_string(settings.decode_tokens) + " tok/s";
   std::printf("| format | threads | weights MiB | %12s | %12s | roofline | peak RSS MiB |\n", pp.c_str(), tg.c_str());

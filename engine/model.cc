@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 
 #include "engine/context_scratch.h"
 #include "engine/ops.h"
@@ -85,27 +86,35 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
   const int embed_in_max = int(std::max({c.vision.present ? patch_vals : 0, M,
                                          size_t(c.audio.present ? c.audio.samples_per_token : 0)}));
   const size_t threads = size_t(pool_->size());
+  const size_t P = std::min(C, size_t(std::max(1, rc.piece_rows)));
   s_->x.assign(C * D, 0.f);
-  s_->xn.assign(C * D, 0.f);
-  s_->q.assign(C * size_t(t.num_heads) * hd_max, 0.f);
-  s_->k.assign(C * size_t(kv_max) * hd_max, 0.f);
-  s_->v.assign(C * size_t(kv_max) * hd_max, 0.f);
-  s_->attn.assign(C * size_t(t.num_heads) * hd_max, 0.f);
-  s_->proj.assign(C * D, 0.f);
-  s_->gate.assign(C * F, 0.f);
-  s_->up.assign(C * F, 0.f);
-  s_->scores.assign(threads * (size_t(rc.max_context) + C), 0.f);
+  s_->xn.assign(P * D, 0.f);
+  s_->q.assign(P * size_t(t.num_heads) * hd_max, 0.f);
+  s_->k.assign(P * size_t(kv_max) * hd_max, 0.f);
+  s_->v.assign(P * size_t(kv_max) * hd_max, 0.f);
+  s_->attn.assign(P * size_t(t.num_heads) * hd_max, 0.f);
+  s_->proj.assign(P * D, 0.f);
+  s_->gate.assign(P * F, 0.f);
+  s_->up.assign(P * F, 0.f);
+  int kv_min = kv_max;
+  for (int i = 0; i < t.num_layers; ++i) kv_min = std::min(kv_min, t.layer(i).n_kv_heads);
+  const size_t group_max = size_t(t.num_heads / std::max(1, kv_min));  // query heads per KV head, widest
+  if (group_max > size_t(kMaxGroup))
+    throw std::invalid_argument("Context: " + std::to_string(group_max) + " query heads per KV head exceed the " +
+                                std::to_string(kMaxGroup) + " attention supports");
+  s_->scores.assign(threads * group_max * (size_t(rc.max_context) + C), 0.f);
+  s_->partial.assign(kSplitTasksPerThread * 2 * threads * group_max * size_t(hd_max + 1), 0.f);
   const size_t E = std::min(C, size_t(kEmbedderRows));
-  s_->mm.assign(std::max(matmul_scratch_floats(in_max, int(C), int(threads)),
-                         matmul_scratch_floats(embed_in_max, int(E), int(threads))), 0.f);
-  s_->head_in.assign(C * D, 0.f);
+  s_->mm.allocate(std::max(matmul_scratch_floats(in_max, int(P), int(threads)),
+                           matmul_scratch_floats(embed_in_max, int(E), int(threads))));
+  s_->head_in.assign(P * D, 0.f);
   s_->block_end.assign(C, 0);
   if (c.vision.present) {
-    s_->patch.assign(E * patch_vals, 0.f);
-    s_->mm_hidden.assign(E * M, 0.f);
-    s_->pos_row.assign(M, 0.f);
+    s_->patch.allocate(E * patch_vals);
+    s_->mm_hidden.allocate(E * M);
+    s_->pos_row.allocate(M);
   }
-  if (c.audio.present) s_->frames.assign(E * size_t(c.audio.samples_per_token), 0.f);
+  if (c.audio.present) s_->frames.allocate(E * size_t(c.audio.samples_per_token));
 }
 
 Context::~Context() = default;
@@ -113,8 +122,9 @@ Context::~Context() = default;
 size_t Context::activation_bytes() const {
   size_t n = 0;
   for (const auto* v : {&s_->x, &s_->xn, &s_->q, &s_->k, &s_->v, &s_->attn, &s_->proj, &s_->gate, &s_->up, &s_->scores,
-                        &s_->mm, &s_->head_in, &s_->patch, &s_->mm_hidden, &s_->frames})
+                        &s_->head_in})
     n += v->size() * sizeof(float);
+  for (const auto* b : {&s_->mm, &s_->patch, &s_->mm_hidden, &s_->pos_row, &s_->frames}) n += b->size() * sizeof(float);
   return n;
 }
 
@@ -179,19 +189,27 @@ void Context::decode(const DecodeBatch& b, float* logits_out) {
   // 3. The layers.
   for (int l = 0; l < t.num_layers; ++l) layer_forward(l, n, s_->block_end.data());
 
-  // 4. Head: final norm, tied embedding (or lm_head), soft-cap, for the rows that want logits.
-  int n_out = 0;
+  // 4. Head: final norm, tied embedding (or lm_head), soft-cap, for the rows that want logits, gathered
+  // a piece of head_in at a time.
+  n_past_ += n;
+  if (!logits_out) return;
+  const TensorRef& head = w.lm_head.present() ? w.lm_head.ref : E;
+  const int piece_rows = int(s_->head_in.size() / size_t(D));
+  float* out = logits_out;
+  auto flush = [&](int rows) {
+    matmul(*pool_, s_->head_in.data(), rows, head, out, s_->mm.data());
+    if (t.final_logit_softcapping > 0.f) softcap(out, rows * t.vocab_size, t.final_logit_softcapping);
+    out += size_t(rows) * t.vocab_size;
+  };
+  int gathered = 0;
   for (int j = 0; j < n; ++j) {
     const bool want = b.want_logits ? b.want_logits[j] != 0 : j == n - 1;
     if (!want) continue;
-    rms_norm(s_->x.data() + size_t(j) * D, w.final_norm.f32, s_->head_in.data() + size_t(n_out) * D, D, t.rms_norm_eps);
-    ++n_out;
+    rms_norm(s_->x.data() + size_t(j) * D, w.final_norm.f32, s_->head_in.data() + size_t(gathered) * D, D,
+             t.rms_norm_eps);
+    if (++gathered == piece_rows) flush(std::exchange(gathered, 0));
   }
-  n_past_ += n;
-  if (n_out == 0 || !logits_out) return;
-  const TensorRef& head = w.lm_head.present() ? w.lm_head.ref : E;
-  matmul(*pool_, s_->head_in.data(), n_out, head, logits_out, s_->mm.data());
-  if (t.final_logit_softcapping > 0.f) softcap(logits_out, n_out * t.vocab_size, t.final_logit_softcapping);
+  if (gathered > 0) flush(gathered);
 }
 
 void Context::layer_forward(int l, int n, const int32_t* block_end) {
@@ -199,100 +217,163 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
   const LayerWeights& L = model_.weights().layers[size_t(l)];
   const LayerGeometry g = t.layer(l);
   const int D = t.hidden_size, F = t.intermediate_size, H = t.num_heads, hd = g.head_dim, nkv = g.n_kv_heads;
+  const int P = int(s_->xn.size() / size_t(D));  // rows per piece (RuntimeConfig::piece_rows)
   const float eps = t.rms_norm_eps;
-  float* x = s_->x.data();       // (n, D)
-  float* xn = s_->xn.data();     // (n, D)
-  float* q = s_->q.data();       // (n, H * hd)
-  float* k = s_->k.data();       // (n, nkv * hd)
-  float* v = s_->v.data();       // (n, nkv * hd)
+  float* x = s_->x.data();       // (n, D) the whole batch
+  float* xn = s_->xn.data();     // (P, D) one piece from here on
+  float* q = s_->q.data();       // (P, H * hd)
+  float* k = s_->k.data();       // (P, nkv * hd)
+  float* v = s_->v.data();       // (P, nkv * hd)
+  float* proj = s_->proj.data(); // (P, D)
   float* mm = s_->mm.data();
   const float* inv_freq = g.full ? s_->inv_freq_full.data() : s_->inv_freq_sliding.data();
+  auto norm_rows = [&](int j0, int m, const float* weight) {
+    for (int j = 0; j < m; ++j) rms_norm(x + size_t(j0 + j) * D, weight, xn + size_t(j) * D, D, eps);
+  };
+  // x[j0 + j] = (x[j0 + j] + norm(proj[j])) * scalar: a block's output joins the residual stream.
+  auto add_residual = [&](int j0, int m, const float* weight, float scalar) {
+    for (int j = 0; j < m; ++j) {
+      float* pj = proj + size_t(j) * D;
+      rms_norm(pj, weight, pj, D, eps);
+      float* xj = x + size_t(j0 + j) * D;
+      for (int i = 0; i < D; ++i) xj[i] = (xj[i] + pj[i]) * scalar;
+    }
+  };
 
   // Attention block: x = x + post_attn_norm(o_proj(attention(input_norm(x)))).
-  for (int j = 0; j < n; ++j) rms_norm(x + size_t(j) * D, L.input_norm.f32, xn + size_t(j) * D, D, eps);
-  matmul(*pool_, xn, n, L.q_proj.ref, q, mm);
-  matmul(*pool_, xn, n, L.k_proj.ref, k, mm);
-  if (g.k_eq_v) std::copy_n(k, size_t(n) * nkv * hd, v);  // V is the raw k_proj output (before k_norm, RoPE)
-  else matmul(*pool_, xn, n, L.v_proj.ref, v, mm);
-  for (int j = 0; j < n; ++j) {
-    const int64_t pos = n_past_ + j;
-    for (int h = 0; h < H; ++h) {
-      float* qh = q + (size_t(j) * H + h) * hd;
-      rms_norm(qh, L.q_norm.f32, qh, hd, eps);
-      rope_neox(qh, hd, g.rope_pairs, inv_freq, pos);
+  // Pass 1: every row's key and value into the cache, since a row inside an image block attends to
+  // the later rows of its block, which may lie in a later piece.
+  for (int j0 = 0; j0 < n; j0 += P) {
+    const int m = std::min(P, n - j0);
+    norm_rows(j0, m, L.input_norm.f32);
+    matmul(*pool_, xn, m, L.k_proj.ref, k, mm);
+    if (g.k_eq_v) std::copy_n(k, size_t(m) * nkv * hd, v);  // V is the raw k_proj output (before k_norm, RoPE)
+    else matmul(*pool_, xn, m, L.v_proj.ref, v, mm);
+    for (int j = 0; j < m; ++j) {
+      const int64_t pos = n_past_ + j0 + j;
+      for (int h = 0; h < nkv; ++h) {
+        float* kh = k + (size_t(j) * nkv + h) * hd;
+        rms_norm(kh, L.k_norm.f32, kh, hd, eps);
+        rope_neox(kh, hd, g.rope_pairs, inv_freq, pos);
+        float* vh = v + (size_t(j) * nkv + h) * hd;
+        rms_norm(vh, nullptr, vh, hd, eps);  // v_norm: scale-free
+      }
+      kv_.store(l, kv_.slot(l, pos), k + size_t(j) * nkv * hd, v + size_t(j) * nkv * hd);
     }
-    for (int h = 0; h < nkv; ++h) {
-      float* kh = k + (size_t(j) * nkv + h) * hd;
-      rms_norm(kh, L.k_norm.f32, kh, hd, eps);
-      rope_neox(kh, hd, g.rope_pairs, inv_freq, pos);
-      float* vh = v + (size_t(j) * nkv + h) * hd;
-      rms_norm(vh, nullptr, vh, hd, eps);  // v_norm: scale-free
-    }
-    kv_.store(l, kv_.slot(l, pos), k + size_t(j) * nkv * hd, v + size_t(j) * nkv * hd);
   }
-  attention(l, n, block_end);
-  matmul(*pool_, s_->attn.data(), n, L.o_proj.ref, s_->proj.data(), mm);
-  for (int j = 0; j < n; ++j) {
-    float* pj = s_->proj.data() + size_t(j) * D;
-    rms_norm(pj, L.post_attn_norm.f32, pj, D, eps);
-    float* xj = x + size_t(j) * D;
-    for (int i = 0; i < D; ++i) xj[i] += pj[i];
+  // Pass 2: queries, attention over the cache, output projection, residual.
+  for (int j0 = 0; j0 < n; j0 += P) {
+    const int m = std::min(P, n - j0);
+    norm_rows(j0, m, L.input_norm.f32);
+    matmul(*pool_, xn, m, L.q_proj.ref, q, mm);
+    for (int j = 0; j < m; ++j)
+      for (int h = 0; h < H; ++h) {
+        float* qh = q + (size_t(j) * H + h) * hd;
+        rms_norm(qh, L.q_norm.f32, qh, hd, eps);
+        rope_neox(qh, hd, g.rope_pairs, inv_freq, n_past_ + j0 + j);
+      }
+    attention(l, j0, m, block_end);
+    matmul(*pool_, s_->attn.data(), m, L.o_proj.ref, proj, mm);
+    add_residual(j0, m, L.post_attn_norm.f32, 1.f);
   }
 
-  // MLP block: x = x + post_ffn_norm(down(gelu(gate(xn)) * up(xn))), xn = pre_ffn_norm(x).
-  for (int j = 0; j < n; ++j) rms_norm(x + size_t(j) * D, L.pre_ffn_norm.f32, xn + size_t(j) * D, D, eps);
-  matmul(*pool_, xn, n, L.gate_proj.ref, s_->gate.data(), mm);
-  matmul(*pool_, xn, n, L.up_proj.ref, s_->up.data(), mm);
-  gelu_mul(s_->gate.data(), s_->up.data(), n * F);
-  matmul(*pool_, s_->gate.data(), n, L.down_proj.ref, s_->proj.data(), mm);
-  const float scalar = L.layer_scalar.f32[0];
-  for (int j = 0; j < n; ++j) {
-    float* pj = s_->proj.data() + size_t(j) * D;
-    rms_norm(pj, L.post_ffn_norm.f32, pj, D, eps);
-    float* xj = x + size_t(j) * D;
-    for (int i = 0; i < D; ++i) xj[i] = (xj[i] + pj[i]) * scalar;  // layer_scalar scales the whole stream
+  // MLP block: x = (x + post_ffn_norm(down(gelu(gate(xn)) * up(xn)))) * layer_scalar, xn = pre_ffn_norm(x).
+  for (int j0 = 0; j0 < n; j0 += P) {
+    const int m = std::min(P, n - j0);
+    norm_rows(j0, m, L.pre_ffn_norm.f32);
+    matmul(*pool_, xn, m, L.gate_proj.ref, s_->gate.data(), mm);
+    matmul(*pool_, xn, m, L.up_proj.ref, s_->up.data(), mm);
+    gelu_mul(s_->gate.data(), s_->up.data(), m * F);
+    matmul(*pool_, s_->gate.data(), m, L.down_proj.ref, proj, mm);
+    add_residual(j0, m, L.post_ffn_norm.f32, L.layer_scalar.f32[0]);  // layer_scalar scales the whole stream
   }
 }
 
-void Context::attention(int l, int n, const int32_t* block_end) {
+// Attention of the m rows from batch row j0 on (their queries in s_->q) over the cache, into s_->attn.
+// A task is one (row, KV head): the group's query heads share every key and value row it loads. With
+// fewer such tasks than kSplitTasksPerThread per thread (decode), each one's keys are split among
+// several tasks, and their partial softmax-weighted sums are merged by log-sum-exp (flash-decoding), so
+// both cores stream the cache.
+void Context::attention(int l, int j0, int m, const int32_t* block_end) {
   const TextConfig& t = model_.config().text;
   const LayerGeometry g = t.layer(l);
-  const int H = t.num_heads, hd = g.head_dim, nkv = g.n_kv_heads, group = H / nkv;
+  const int H = t.num_heads, hd = g.head_dim, nkv = g.n_kv_heads, G = H / nkv;
   const bool bidirectional = !g.full || rc_.image_attention == ImageAttention::AllLayers;
   const size_t score_stride = size_t(rc_.max_context) + size_t(rc_.max_chunk);
   const size_t elem = dtype_size(kv_.dtype());
+  const size_t row = kv_.row_floats(l);
+  const int cap = kv_.capacity(l);
+  // Keys per block: one block of rows (16 KiB) stays in L1 while the group's heads pass over it.
+  constexpr size_t kBlockBytes = 16 * 1024;
+  const int block_keys = int(std::max<size_t>(1, kBlockBytes / (size_t(hd) * elem)));
+  const int groups = m * nkv, threads = pool_->size();
+  const int wanted = kSplitTasksPerThread * threads;
+  const int splits = groups >= wanted ? 1 : (wanted + groups - 1) / groups;
   auto head_entry = [&](const void* entry, int kvh) {
     return static_cast<const uint8_t*>(entry) + size_t(kvh) * hd * elem;
   };
   auto task = [&](int task_id, int thread) {
-    const int j = task_id / H, h = task_id % H, kvh = h / group;  // GQA: contiguous query heads share a KV head
-    const int64_t pos = n_past_ + j;
+    const int split = task_id % splits, group = task_id / splits;
+    const int j = group / nkv, kvh = group % nkv;  // GQA: contiguous query heads share a KV head
+    const int64_t pos = n_past_ + j0 + j;
     // Visible keys: [lo, hi]. Causal, extended to the end of the row's image block where images are
     // bidirectional; sliding layers also drop keys that are window or more positions back.
-    const int64_t hi = bidirectional ? std::max<int64_t>(pos, block_end[j]) : pos;
+    const int64_t hi = bidirectional ? std::max<int64_t>(pos, block_end[j0 + j]) : pos;
     const int64_t lo = g.full ? 0 : std::max<int64_t>(0, pos - g.window + 1);
-    const float* qh = s_->q.data() + (size_t(j) * H + h) * hd;
-    float* sc = s_->scores.data() + size_t(thread) * score_stride;
-    const int nk = int(hi - lo + 1);
-    // The keys lie in at most two runs of consecutive slots (a sliding layer's ring may wrap once).
-    const size_t row = kv_.row_floats(l);
-    const int cap = kv_.capacity(l);
-    for (int i = 0; i < nk;) {
-      const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
-      // Scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd).
-      attention_scores(qh, head_entry(kv_.k_entry(l, first), kvh), kv_.dtype(), row, run, hd, sc + i);
-      i += run;
-    }
-    softmax(sc, nk);
-    float* out = s_->attn.data() + (size_t(j) * H + h) * hd;
-    std::fill_n(out, hd, 0.f);
-    for (int i = 0; i < nk;) {
-      const int first = kv_.slot(l, lo + i), run = std::min(nk - i, cap - first);
-      attention_values(sc + i, head_entry(kv_.v_entry(l, first), kvh), kv_.dtype(), row, run, hd, out);
-      i += run;
-    }
+    const int64_t nk = hi - lo + 1;
+    const int64_t k0 = lo + nk * split / splits, k1 = lo + nk * (split + 1) / splits;  // this task's keys
+    const int count = int(k1 - k0);
+    const float* q0 = s_->q.data() + (size_t(j) * H + size_t(kvh) * G) * hd;  // (G, hd)
+    float* sc = s_->scores.data() + size_t(thread) * size_t(G) * score_stride;  // (G, count)
+    // Calls f(first slot, offset in [k0, k1), rows) for the blocks of keys k0..k1; the slots lie in at
+    // most two runs (a sliding layer's ring may wrap once), cut into blocks of block_keys.
+    auto for_blocks = [&](auto&& f) {
+      for (int i = 0; i < count;) {
+        const int first = kv_.slot(l, k0 + i), run = std::min({count - i, cap - first, block_keys});
+        f(first, i, run);
+        i += run;
+      }
+    };
+    for_blocks([&](int first, int i, int rows) {
+      for (int h = 0; h < G; ++h)  // scaling 1.0: q_norm and k_norm stand in for 1/sqrt(hd)
+        attention_scores(q0 + size_t(h) * hd, head_entry(kv_.k_entry(l, first), kvh), kv_.dtype(), row, rows, hd,
+                         sc + size_t(h) * count + i);
+    });
+    float lse[kMaxGroup];
+    for (int h = 0; h < G; ++h) lse[h] = softmax(sc + size_t(h) * count, count);
+    // Outputs: straight into attn, or this split's slot of `partial` (hd values, then the log-sum-exp).
+    auto out_of = [&](int h) {
+      return splits == 1 ? s_->attn.data() + (size_t(j) * H + size_t(kvh) * G + h) * hd
+                         : s_->partial.data() + (size_t(task_id) * G + h) * size_t(hd + 1);
+    };
+    for (int h = 0; h < G; ++h) std::fill_n(out_of(h), hd, 0.f);
+    for_blocks([&](int first, int i, int rows) {
+      for (int h = 0; h < G; ++h)
+        attention_values(sc + size_t(h) * count + i, head_entry(kv_.v_entry(l, first), kvh), kv_.dtype(), row, rows,
+                         hd, out_of(h));
+    });
+    if (splits > 1)
+      for (int h = 0; h < G; ++h) out_of(h)[hd] = lse[h];
   };
-  pool_->parallel_for(n * H, task);
+  pool_->parallel_for(groups * splits, task);
+  if (splits == 1) return;
+  // Merge: out = Σ_s exp(lse_s - LSE) out_s, where out_s is normalized over its own keys.
+  for (int grp = 0; grp < groups; ++grp) {
+    const int j = grp / nkv, kvh = grp % nkv;
+    for (int h = 0; h < G; ++h) {
+      const auto part = [&](int split) { return s_->partial.data() + (size_t(grp * splits + split) * G + h) * size_t(hd + 1); };
+      float top = -std::numeric_limits<float>::infinity();
+      for (int sp = 0; sp < splits; ++sp) top = std::max(top, part(sp)[hd]);
+      double total = 0.0;
+      for (int sp = 0; sp < splits; ++sp) total += std::exp(double(part(sp)[hd]) - top);
+      float* out = s_->attn.data() + (size_t(j) * H + size_t(kvh) * G + h) * hd;
+      std::fill_n(out, hd, 0.f);
+      for (int sp = 0; sp < splits; ++sp) {
+        const float w = float(std::exp(double(part(sp)[hd]) - top) / total);
+        if (w > 0.f) axpy(w, part(sp), out, hd);
+      }
+    }
+  }
 }
 
 }  // namespace conflux

@@ -28,6 +28,9 @@ struct RuntimeConfig {
   int n_threads = 0;          // 0 = all cores
   int max_context = 4096;     // positions a Context can hold (full-layer cache capacity)
   int max_chunk = 512;        // most rows per decode() call; larger inputs are split by the caller
+  // Rows per matmul inside a decode() call (engine/context_scratch.h explains the default). Changes
+  // no result beyond float rounding; only the residual stream is held for a whole chunk.
+  int piece_rows = 128;
   ImageAttention image_attention = ImageAttention::SlidingOnly;
   DType kv_dtype = DType::F32;  // KV cache entries: F32 (reference) or BF16 (half the memory and reads)
 };
@@ -115,7 +118,7 @@ class Context {
  private:
   struct Scratch;
   void layer_forward(int layer, int n, const int32_t* block_end);
-  void attention(int layer, int n, const int32_t* block_end);
+  void attention(int layer, int first_row, int rows, const int32_t* block_end);
 
   const Model& model_;
   RuntimeConfig rc_;

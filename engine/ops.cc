@@ -596,7 +596,7 @@ namespace {
 // block stays in L1/L2 while all n activation rows pass over it.
 int rows_per_task(int out_dim, int n, int threads) {
   if (n > 1) return kRowsPerTask;
-  constexpr int kTasksPerThread = 16;
+  constexpr int kTasksPerThread = 4;
   const int rows = (out_dim / (threads * kTasksPerThread) + kRowsPerDot - 1) / kRowsPerDot * kRowsPerDot;
   constexpr int kMaxRowsPerTask = 4096;
   return std::clamp(rows, kRowsPerTask, kMaxRowsPerTask);
@@ -757,12 +757,12 @@ void softcap(float* y, int n, float cap) {
   }
 }
 
-void softmax(float* x, int n) {
+float softmax(float* x, int n) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
   if (mx == -std::numeric_limits<float>::infinity()) {
     for (int i = 0; i < n; ++i) x[i] = 0.f;
-    return;
+    return mx;
   }
   double sum = 0.0;
   for (int i = 0; i < n; ++i) {
@@ -771,6 +771,7 @@ void softmax(float* x, int n) {
   }
   const float inv = float(1.0 / sum);
   for (int i = 0; i < n; ++i) x[i] *= inv;
+  return mx + float(std::log(sum));
 }
 
 }  // namespace conflux

@@ -64,8 +64,9 @@ void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos
 // was a quarter of a small model's decode step.
 void softcap(float* y, int n, float cap);
 
-// Numerically safe softmax in place; entries equal to -inf get 0.
-void softmax(float* x, int n);
+// Numerically safe softmax in place; entries equal to -inf get 0. Returns log Σ exp(x) of the input
+// (-inf when every entry is -inf or n == 0), which merges softmaxes taken over parts of a row.
+float softmax(float* x, int n);
 float dot_f32(const float* a, const float* b, int n);
 // Attention over one head and nk keys stored `stride` elements apart in dtype t (F32 or BF16: a run
 // of KV cache slots): scores[i] = dot(q, k_i) (hd values each), and out += Σ_i p[i] · v_i (out

@@ -32,16 +32,21 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::drain(uint32_t generation, int thread) {
+  // Finished tasks are reported once, on the way out: one contended atomic per thread and region
+  // instead of one per task (on the bench machines a contended cache line costs ~0.2 us, which
+  // added up to a third of a small decode matmul).
+  int finished = 0;
   for (;;) {
     uint64_t t = ticket_.load(std::memory_order_acquire);
-    if (uint32_t(t >> 32) != generation) return;
+    if (uint32_t(t >> 32) != generation) break;
     const uint32_t task = uint32_t(t);
-    if (int(task) >= n_tasks_.load(std::memory_order_acquire)) return;
+    if (int(task) >= n_tasks_.load(std::memory_order_acquire)) break;
     if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
-    // The region cannot change while a claimed task is unfinished: the caller waits for done_.
+    // The region cannot change while a claimed task is unreported: the caller waits for done_.
     (*job_.load(std::memory_order_acquire))(int(task), thread);
-    done_.fetch_add(1, std::memory_order_release);
+    ++finished;
   }
+  if (finished > 0) done_.fetch_add(finished, std::memory_order_release);
 }
 
 void ThreadPool::run(int n_tasks, TaskRef fn) {

@@ -164,6 +164,7 @@ struct TwinCase {
   int window;
   bool all_layers;
   int chunk;
+  int piece_rows = 128;  // RuntimeConfig::piece_rows; below the chunk, an image block spans pieces
 };
 
 class DecoderTwin : public ::testing::TestWithParam<TwinCase> {};
@@ -204,6 +205,7 @@ TEST_P(DecoderTwin, EngineMatchesScalarTwin) {
   rc.n_threads = 2;
   rc.max_context = 64;
   rc.max_chunk = 16;
+  rc.piece_rows = tc.piece_rows;
   rc.image_attention = tc.all_layers ? ImageAttention::AllLayers : ImageAttention::SlidingOnly;
   Context ctx(*model, rc);
   std::vector<uint8_t> want(size_t(seq.size()), 1);
@@ -246,7 +248,11 @@ INSTANTIATE_TEST_SUITE_P(
         TwinCase{"keqv_hf_all_at_once", true, {false, false, true, false, false, false, true}, 5, false, 16},
         TwinCase{"keqv_llamacpp_token_by_token", true, {false, false, true, false, false, false, true}, 5, true, 1},
         TwinCase{"own_v_random_chunks", false, {true, false, false, true, false}, 7, false, 5},
-        TwinCase{"window_one_alternating", true, {false, true, false, true}, 1, true, 3}),
+        TwinCase{"window_one_alternating", true, {false, true, false, true}, 1, true, 3},
+        // Pieces of 3 or 4 rows inside 16-row chunks: the 12-row image block (rows 9-20) spans several
+        // pieces, so its rows attend to keys that later pieces stored.
+        TwinCase{"pieces_of_4_hf", true, {false, false, true, false, false, false, true}, 5, false, 16, 4},
+        TwinCase{"pieces_of_3_llamacpp", false, {true, false, false, true, false}, 7, true, 16, 3}),
     [](const ::testing::TestParamInfo<TwinCase>& i) { return std::string(i.param.name); });
 
 }  // namespace

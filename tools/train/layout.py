@@ -95,9 +95,13 @@ def camera_frames(shapes, nrng, count, budget):
     return out
 
 
-def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None):
+TASKS = ["command", "scene", "combined"]
+DEFAULT_MIX = [0.35, 0.25, 0.4]  # task shares of training turns, in TASKS order
+
+
+def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX):
     """Appends one complete user turn and its answer; returns (task, answer)."""
-    kind = kind or rng.choices(["command", "scene", "combined"], [0.35, 0.25, 0.4])[0]
+    kind = kind or rng.choices(TASKS, mix)[0]
     shapes = tasks.random_scene(rng)
     if kind == "command":
         while True:
@@ -170,12 +174,12 @@ def command_answer(spoken):
     return spoken  # a colour or shape word is transcribed
 
 
-def make_sample(tok, rng, nrng, bank, noise, budget, turns=None):
+def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX):
     s = Sample()
     s.token(tok.id("<bos>"))
     turns = turns or (2 if rng.random() < 0.2 else 1)
     for _ in range(turns):
-        add_turn(s, tok, rng, nrng, bank, noise, budget)
+        add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix)
     return s
 
 

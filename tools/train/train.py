@@ -84,8 +84,8 @@ def export(model, tok, cfg, out_dir):
 class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
-    def __init__(self, seed, start_step, batch, work):
-        self.seed, self.start_step, self.batch, self.work = seed, start_step, batch, work
+    def __init__(self, seed, start_step, batch, work, mix):
+        self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
 
     def __iter__(self):
         torch.set_num_threads(1)
@@ -95,7 +95,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         step = self.start_step
         while True:
             rng, nrng = random.Random(self.seed * 1000003 + step), np.random.default_rng([self.seed, step])
-            samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET) for _ in range(self.batch)]
+            samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=self.mix) for _ in range(self.batch)]
             yield layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
             step += 1
 
@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--minutes", type=float, default=0, help="stop after this much time (0 = all steps)")
+    ap.add_argument("--mix", default=",".join(map(str, layout.DEFAULT_MIX)),
+                    help="shares of command, scene and combined turns, e.g. 0.6,0.1,0.3 for a speech-heavy phase")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -158,7 +160,7 @@ def main():
     # Samples are generated and packed in a worker process (seeded from --seed and the step it resumes
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
-        BatchStream(args.seed, step, args.batch, args.work), batch_size=None, num_workers=1, prefetch_factor=4)
+        BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")]), batch_size=None, num_workers=1, prefetch_factor=4)
     for batch in batches:
         if step >= args.steps:
             break
