@@ -163,8 +163,6 @@ double measure_bandwidth(const std::vector<float>& buf, int threads) {
   return median(rates);
 }
 
-int32_t argmax(const float* v, int n) { return int32_t(std::max_element(v, v + n) - v); }
-
 // Uniform ids over the vocabulary, skipping the marker/control ids so every row is ordinary text.
 std::vector<int32_t> random_prompt(const ModelConfig& config, int n) {
   const SpecialTokens& k = config.tokens;

@@ -109,6 +109,8 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
                            matmul_scratch_floats(embed_in_max, int(E), int(threads))));
   s_->head_in.assign(P * D, 0.f);
   s_->block_end.assign(C, 0);
+  s_->rope_sliding.cos_sin.assign(P * size_t(hd_max), 0.f);  // hd / 2 pairs x (cos, sin)
+  s_->rope_full.cos_sin.assign(P * size_t(hd_max), 0.f);
   if (c.vision.present) {
     s_->patch.allocate(E * patch_vals);
     s_->mm_hidden.allocate(E * M);
@@ -227,6 +229,17 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
   float* proj = s_->proj.data(); // (P, D)
   float* mm = s_->mm.data();
   const float* inv_freq = g.full ? s_->inv_freq_full.data() : s_->inv_freq_sliding.data();
+  // (cos, sin) of rows j0.. of this piece: (m, rope_pairs, 2), computed once per piece and layer kind.
+  auto rope_table = [&](int j0, int m) -> const float* {
+    Scratch::RopeTable& r = g.full ? s_->rope_full : s_->rope_sliding;
+    const int64_t first = n_past_ + j0;
+    if (r.first_pos != first || r.rows < m) {
+      for (int j = 0; j < m; ++j) rope_angles(g.rope_pairs, inv_freq, first + j, r.cos_sin.data() + size_t(j) * 2 * g.rope_pairs);
+      r.first_pos = first;
+      r.rows = m;
+    }
+    return r.cos_sin.data();
+  };
   auto norm_rows = [&](int j0, int m, const float* weight) {
     for (int j = 0; j < m; ++j) rms_norm(x + size_t(j0 + j) * D, weight, xn + size_t(j) * D, D, eps);
   };
@@ -249,12 +262,13 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
     matmul(*pool_, xn, m, L.k_proj.ref, k, mm);
     if (g.k_eq_v) std::copy_n(k, size_t(m) * nkv * hd, v);  // V is the raw k_proj output (before k_norm, RoPE)
     else matmul(*pool_, xn, m, L.v_proj.ref, v, mm);
+    const float* angles = rope_table(j0, m);
     for (int j = 0; j < m; ++j) {
       const int64_t pos = n_past_ + j0 + j;
       for (int h = 0; h < nkv; ++h) {
         float* kh = k + (size_t(j) * nkv + h) * hd;
         rms_norm(kh, L.k_norm.f32, kh, hd, eps);
-        rope_neox(kh, hd, g.rope_pairs, inv_freq, pos);
+        rope_neox_table(kh, hd, g.rope_pairs, angles + size_t(j) * 2 * g.rope_pairs);
         float* vh = v + (size_t(j) * nkv + h) * hd;
         rms_norm(vh, nullptr, vh, hd, eps);  // v_norm: scale-free
       }
@@ -266,11 +280,12 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
     const int m = std::min(P, n - j0);
     norm_rows(j0, m, L.input_norm.f32);
     matmul(*pool_, xn, m, L.q_proj.ref, q, mm);
+    const float* angles = rope_table(j0, m);
     for (int j = 0; j < m; ++j)
       for (int h = 0; h < H; ++h) {
         float* qh = q + (size_t(j) * H + h) * hd;
         rms_norm(qh, L.q_norm.f32, qh, hd, eps);
-        rope_neox(qh, hd, g.rope_pairs, inv_freq, n_past_ + j0 + j);
+        rope_neox_table(qh, hd, g.rope_pairs, angles + size_t(j) * 2 * g.rope_pairs);
       }
     attention(l, j0, m, block_end);
     matmul(*pool_, s_->attn.data(), m, L.o_proj.ref, proj, mm);

@@ -55,6 +55,17 @@ float stream_sum(const float* x, size_t n) {
   return float(acc);
 }
 
+int32_t argmax(const float* x, int n) {
+  int32_t best = 0;
+  float top = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < n; ++i)
+    if (x[i] > top) {  // false for NaN; strict, so the first of equal maxima stays
+      top = x[i];
+      best = i;
+    }
+  return best;
+}
+
 }  // namespace scalar
 
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
@@ -406,6 +417,49 @@ CONFLUX_AVX2 float stream_sum_avx2(const float* x, size_t n) {
   return s;
 }
 
+// argmax in two passes: the maximum (ordered compares, so NaN never wins), then its first index.
+CONFLUX_AVX512 int32_t argmax_avx512(const float* x, int n) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  __m512 top = _mm512_set1_ps(neg_inf);
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    top = _mm512_mask_mov_ps(top, _mm512_cmp_ps_mask(v, top, _CMP_GT_OQ), v);
+  }
+  float best = _mm512_reduce_max_ps(top);
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  if (best == neg_inf) return 0;  // nothing above -inf: the scalar twin's answer
+  const __m512 want = _mm512_set1_ps(best);
+  for (i = 0; i + 16 <= n; i += 16)
+    if (const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), want, _CMP_EQ_OQ))
+      return i + __builtin_ctz(hit);
+  for (; i < n; ++i)
+    if (x[i] == best) return i;
+  return 0;
+}
+CONFLUX_AVX2 int32_t argmax_avx2(const float* x, int n) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  __m256 top = _mm256_set1_ps(neg_inf);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    top = _mm256_blendv_ps(top, v, _mm256_cmp_ps(v, top, _CMP_GT_OQ));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, top);
+  float best = neg_inf;
+  for (float v : lanes) best = v > best ? v : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  if (best == neg_inf) return 0;
+  const __m256 want = _mm256_set1_ps(best);
+  for (i = 0; i + 8 <= n; i += 8)
+    if (const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), want, _CMP_EQ_OQ)))
+      return i + __builtin_ctz(unsigned(hit));
+  for (; i < n; ++i)
+    if (x[i] == best) return i;
+  return 0;
+}
+
 CONFLUX_AVX512 void axpy_avx512(float a, const float* x, float* y, int n) {
   const __m512 av = _mm512_set1_ps(a);
   int i = 0;
@@ -551,6 +605,14 @@ void attention_values(const float* p, const void* v, DType t, size_t stride, int
   const uint16_t* vb = static_cast<const uint16_t*>(v);
   for (int i = 0; i < nk; ++i)
     for (int c = 0; c < hd; ++c) out[c] += p[i] * bf16_to_f32(vb[size_t(i) * stride + size_t(c)]);
+}
+
+int32_t argmax(const float* x, int n) {
+  switch (g_isa) {
+    case Isa::Avx512: return argmax_avx512(x, n);
+    case Isa::Avx2: return argmax_avx2(x, n);
+    default: return scalar::argmax(x, n);
+  }
 }
 
 float stream_sum(const float* x, size_t n) {
@@ -737,15 +799,38 @@ void gelu_mul(float* a, const float* b, int n) {
   }
 }
 
-void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos) {
-  const int half = hd / 2;
+void rope_angles(int n_pairs, const float* inv_freq, int64_t pos, float* cos_sin) {
   for (int i = 0; i < n_pairs; ++i) {
     // Angle in double: positions reach 262144 and f32 would lose the phase.
     const double angle = double(pos) * inv_freq[i];
-    const float c = float(std::cos(angle)), s = float(std::sin(angle));
+    cos_sin[2 * i] = float(std::cos(angle));
+    cos_sin[2 * i + 1] = float(std::sin(angle));
+  }
+}
+
+void rope_neox_table(float* x, int hd, int n_pairs, const float* cos_sin) {
+  const int half = hd / 2;
+  for (int i = 0; i < n_pairs; ++i) {
+    const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
     const float a = x[i], b = x[i + half];
     x[i] = a * c - b * s;
     x[i + half] = b * c + a * s;
+  }
+}
+
+void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos) {
+  constexpr int kPairsPerStep = 64;  // angles of a few pairs at a time, on the stack
+  float cos_sin[2 * kPairsPerStep];
+  const int half = hd / 2;
+  for (int i0 = 0; i0 < n_pairs; i0 += kPairsPerStep) {
+    const int k = std::min(kPairsPerStep, n_pairs - i0);
+    rope_angles(k, inv_freq + i0, pos, cos_sin);
+    for (int i = 0; i < k; ++i) {
+      const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
+      const float a = x[i0 + i], b = x[i0 + i + half];
+      x[i0 + i] = a * c - b * s;
+      x[i0 + i + half] = b * c + a * s;
+    }
   }
 }
 

@@ -59,6 +59,10 @@ void gelu_mul(float* a, const float* b, int n);
 // NeoX rotate-half RoPE over hd dims: pairs (i, i + hd/2) for i < n_pairs rotate by pos * inv_freq[i];
 // the rest are identity (proportional RoPE).
 void rope_neox(float* x, int hd, int n_pairs, const float* inv_freq, int64_t pos);
+// The same rotation in two steps: the (cos, sin) of each pair's angle at `pos` once (cos_sin: n_pairs x
+// 2), then applied to any number of heads. Identical results to rope_neox.
+void rope_angles(int n_pairs, const float* inv_freq, int64_t pos, float* cos_sin);
+void rope_neox_table(float* x, int hd, int n_pairs, const float* cos_sin);
 // y[i] = cap * tanh(y[i] / cap). SIMD variants use tanh(|v|) = (1 - e) / (1 + e), e = exp(-2|v|), with a
 // polynomial exp (within 2e-6 of libm's tanh, tested): over the 262144-entry logits row libm's tanh
 // was a quarter of a small model's decode step.
@@ -73,6 +77,8 @@ float dot_f32(const float* a, const float* b, int n);
 // accumulates; the caller zeroes it before the first run of slots).
 void attention_scores(const float* q, const void* k, DType t, size_t stride, int nk, int hd, float* scores);
 void attention_values(const float* p, const void* v, DType t, size_t stride, int nk, int hd, float* out);
+// Index of the largest entry, the first of equal maxima; NaN never wins, and 0 when nothing exceeds -inf.
+int32_t argmax(const float* x, int n);
 // Σ x[i] over a long buffer with independent accumulators: a read-only memory stream (the bandwidth
 // test of `conflux bench`); the sum only keeps the loads from being optimised away.
 float stream_sum(const float* x, size_t n);
@@ -80,6 +86,7 @@ float stream_sum(const float* x, size_t n);
 void axpy(float a, const float* x, float* y, int n);
 
 namespace scalar {
+int32_t argmax(const float* x, int n);
 void dot_rows(DType t, const float* x, const void* w, size_t stride, int rows, int n, float* out);
 void quantize_activation(const float* x, int n, int8_t* q, float* d);
 void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,

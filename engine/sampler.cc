@@ -2,8 +2,9 @@
 // generation_config.json. See sampler.h for the interface.
 //
 // Order of operations in Sampler::sample, matching HF's logits-warper chain:
-//   1. suppress_tokens -> -inf; NaN logits -> -inf (so every comparison below is a strict total order)
-//   2. temperature == 0  -> argmax (ties -> lowest index); no random number is drawn
+//   1. suppress_tokens -> -inf
+//   2. temperature == 0  -> argmax (ties -> lowest index, NaN never chosen); no random number is drawn
+//      otherwise NaN logits -> -inf (so every comparison below is a strict total order)
 //   3. top-k: keep the k largest logits (ties at the cut -> lower index kept)
 //   4. softmax of logit / temperature over the kept candidates
 //   5. top-p: keep the smallest prefix of candidates, by descending probability, whose mass >= top_p
@@ -21,6 +22,8 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+
+#include "engine/ops.h"
 
 namespace conflux {
 
@@ -140,19 +143,14 @@ int32_t Sampler::sample(float* logits) {
   for (int32_t id : params_.suppress_tokens) {
     if (id >= 0 && id < vocab_) logits[id] = kNegInf;
   }
+  // top_k == 1 keeps only the argmax, so it is greedy whatever the temperature. argmax (a SIMD kernel:
+  // this runs once per token over up to 262144 logits) keeps the lowest index among equal maxima and
+  // never picks NaN; if every logit is -inf or NaN (all suppressed), id 0 is returned: there is no
+  // meaningful choice and the caller's configuration is at fault.
+  if (params_.temperature == 0.0f || params_.top_k == 1) return argmax(logits, vocab_);
+
   for (int i = 0; i < vocab_; ++i) {
     if (std::isnan(logits[i])) logits[i] = kNegInf;
-  }
-
-  // top_k == 1 keeps only the argmax, so it is greedy whatever the temperature.
-  if (params_.temperature == 0.0f || params_.top_k == 1) {
-    // Strict '>' keeps the lowest index among equal maxima. If every logit is -inf (all suppressed), id 0
-    // is returned: there is no meaningful choice and the caller's configuration is at fault.
-    int32_t best = 0;
-    for (int i = 1; i < vocab_; ++i) {
-      if (logits[i] > logits[best]) best = i;
-    }
-    return best;
   }
 
   // Larger logit first, then lower id: a strict total order once NaNs are gone.

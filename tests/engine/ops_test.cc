@@ -280,6 +280,59 @@ TEST(Ops, RopeNeoxPairsHalvesAndLeavesNonRotatingPairs) {
   for (int i : {2, 3, 6, 7}) EXPECT_EQ(x[size_t(i)], orig[size_t(i)]);
 }
 
+// The precomputed-angle rotation is the same arithmetic as rope_neox: bit-identical, at positions up to
+// the 262144 of the position table and pair counts across the kPairsPerStep boundary.
+TEST(Ops, RopeTableMatchesRopeNeoxExactly) {
+  for (int pairs : {1, 63, 64, 65, 128}) {
+    const int hd = 2 * pairs + 6;  // the last 3 pairs do not rotate
+    std::vector<float> inv_freq(size_t(hd / 2), 0.f);
+    for (int i = 0; i < pairs; ++i) inv_freq[size_t(i)] = float(std::pow(10000.0, -2.0 * i / hd));
+    for (int64_t pos : {int64_t(0), int64_t(7), int64_t(262143)}) {
+      const auto x = randn(size_t(hd), 30 + pairs);
+      auto a = x, b = x;
+      rope_neox(a.data(), hd, pairs, inv_freq.data(), pos);
+      std::vector<float> cos_sin(size_t(2 * pairs));
+      rope_angles(pairs, inv_freq.data(), pos, cos_sin.data());
+      rope_neox_table(b.data(), hd, pairs, cos_sin.data());
+      EXPECT_EQ(a, b) << pairs << " " << pos;
+      if (pos > 0) EXPECT_NE(a, x);  // something rotated
+    }
+  }
+}
+
+// argmax against its scalar twin on odd sizes, with ties (the first wins), NaN (never wins), a maximum
+// in the tail after the last full vector, and nothing above -inf (0).
+TEST(Ops, ArgmaxMatchesScalarTwin) {
+  at_every_isa([&](const char* isa) {
+    for (int n : {1, 7, 15, 16, 17, 33, 262144 + 5}) {
+      auto x = randn(size_t(n), 40 + n);
+      EXPECT_EQ(argmax(x.data(), n), scalar::argmax(x.data(), n)) << isa << " " << n;
+      if (n >= 17) {
+        x[3] = NAN;
+        x[size_t(n - 1)] = 100.f;  // in the tail
+        EXPECT_EQ(argmax(x.data(), n), n - 1) << isa << " " << n;
+        x[size_t(n / 2)] = 100.f;  // a tie earlier: the first wins
+        EXPECT_EQ(argmax(x.data(), n), n / 2) << isa << " " << n;
+        EXPECT_EQ(scalar::argmax(x.data(), n), n / 2);
+      }
+      std::vector<float> none(size_t(n), -INFINITY);
+      none[0] = NAN;
+      EXPECT_EQ(argmax(none.data(), n), 0) << isa << " " << n;
+    }
+  });
+}
+
+// softmax returns the log-sum-exp of its input, which merges softmaxes over parts of a row.
+TEST(Ops, SoftmaxReturnsLogSumExp) {
+  std::vector<float> x = {0.5f, -1.f, 2.f, 0.f};
+  double sum = 0;
+  for (float v : x) sum += std::exp(double(v));
+  EXPECT_NEAR(softmax(x.data(), 4), std::log(sum), 1e-6);
+  std::vector<float> none = {-INFINITY, -INFINITY};
+  EXPECT_EQ(softmax(none.data(), 2), -INFINITY);
+  EXPECT_EQ(softmax(none.data(), 0), -INFINITY);
+}
+
 TEST(Ops, SoftmaxAndSoftcap) {
   std::vector<float> x = {0.f, std::log(3.f), -INFINITY};
   softmax(x.data(), 3);
