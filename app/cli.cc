@@ -93,8 +93,8 @@ LoadOptions load_options(const Args& args) {
   return o;
 }
 
-DType kv_cache_option(const Args& args) {
-  const std::string v = args.get_or("kv-cache", "f32");
+DType kv_cache_option(const Args& args, const char* fallback) {
+  const std::string v = args.get_or("kv-cache", fallback);
   if (v == "f32") return DType::F32;
   if (v == "bf16") return DType::BF16;
   throw CliError("--kv-cache must be f32 or bf16, got '" + v + "'");

@@ -41,7 +41,7 @@ class Args {
 // Throws CliError naming a bad value.
 LoadOptions load_options(const Args& args);
 // --kv-cache f32|bf16 (default f32). Throws CliError naming a bad value.
-DType kv_cache_option(const Args& args);
+DType kv_cache_option(const Args& args, const char* fallback = "f32");
 
 // Subcommand entry point: argv[0] is the subcommand name. Returns the process exit code.
 using CommandFn = int (*)(int argc, char** argv);

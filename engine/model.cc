@@ -39,14 +39,18 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
-size_t Model::decode_bytes_per_token() const {
-  // Every layer matrix is read once per token, plus the head (the tied embedding unless lm_head exists)
-  // and one embedding row (negligible, left out). The embedders are not part of a text token's decode.
-  size_t n = 0;
+std::vector<const TensorRef*> Model::decode_matrices() const {
+  std::vector<const TensorRef*> out;
   for (const LayerWeights& L : weights_.layers)
     for (const Weight* m : {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj})
-      if (m->present()) n += m->ref.nbytes;
-  n += (weights_.lm_head.present() ? weights_.lm_head : weights_.embed_tokens).ref.nbytes;
+      if (m->present()) out.push_back(&m->ref);
+  out.push_back(&(weights_.lm_head.present() ? weights_.lm_head : weights_.embed_tokens).ref);
+  return out;
+}
+
+size_t Model::decode_bytes_per_token() const {
+  size_t n = 0;
+  for (const TensorRef* m : decode_matrices()) n += m->nbytes;
   return n;
 }
 

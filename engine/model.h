@@ -53,7 +53,10 @@ class Model {
   const std::string& dir() const { return dir_; }
   // Bytes of every bound tensor as held in memory (quantized: packed weights plus scales).
   size_t weight_bytes() const;
-  // Bytes of weights one decoded text token streams: every decoder matrix plus the head.
+  // The matrices one decoded text token streams: every decoder projection, then the head (the tied
+  // embedding unless lm_head exists). The embedders are not part of a text token's decode.
+  std::vector<const TensorRef*> decode_matrices() const;
+  // Their bytes (one embedding row, negligible, left out).
   size_t decode_bytes_per_token() const;
   // The decoder's matrix format (the first layer's q_proj; the embedding may differ in a q4 file).
   DType weight_dtype() const {

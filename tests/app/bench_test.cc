@@ -118,6 +118,7 @@ TEST_F(BenchCommand, BenchJsonHasEveryFormatAndThreadCountOnTinyA) {
   EXPECT_EQ(report["bandwidth"].size(), 2u);  // threads 1 and 2
   ASSERT_TRUE(report["runs"].is_array());
   ASSERT_EQ(report["runs"].size(), 8u);  // 4 formats x 2 thread counts
+  EXPECT_EQ(report["kv_cache"], "BF16");  // the default, as llama-bench's 2-byte cache
   std::map<std::string, double> weight_bytes;
   int index = 0;
   for (const char* format : {"f32", "bf16", "q8", "q4"}) {
@@ -126,7 +127,8 @@ TEST_F(BenchCommand, BenchJsonHasEveryFormatAndThreadCountOnTinyA) {
       EXPECT_EQ(run["format"], format) << run.dump();
       EXPECT_EQ(run["threads"], threads) << run.dump();
       for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "roofline_fraction", "peak_rss_mb",
-                              "weight_bytes", "decode_bytes_per_token"}) {
+                              "weight_bytes", "decode_bytes_per_token", "weight_stream_gb_s",
+                              "roofline_fraction_vs_buffer_test"}) {
         ASSERT_TRUE(run.contains(key) && run[key].is_number()) << "missing number " << key << " in " << run.dump();
         const double value = run[key].get<double>();
         EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
