@@ -698,22 +698,18 @@ void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& 
     const int r0 = t * per_task, r1 = std::min(out_dim, r0 + per_task);
     DType wt = w.dtype;
     const uint8_t* wblock = static_cast<const uint8_t*>(w.data) + size_t(r0) * rb;
-    size_t wrb = rb;
-    if (unpack) {
+    if (unpack) {  // rows of in_dim int8 values, the Q8_0 layout
       int8_t* buf = unpacked + size_t(thread) * size_t(kRowsPerTask) * size_t(in_dim);
       unpack_q4_rows(wblock, r1 - r0, in_dim, buf);
       wblock = reinterpret_cast<const uint8_t*>(buf);
       wt = DType::Q8_0;
-      wrb = size_t(in_dim);
     }
     for (int j = 0; j < n; ++j) {
       const int8_t* xqj = xq + size_t(j) * in_dim;
       const float* xdj = xd + size_t(j) * nb;
       float* yj = y + size_t(j) * out_dim;
-      for (int r = r0; r < r1; r += kRowsPerDot) {
-        const int rows = std::min(kRowsPerDot, r1 - r);
-        dot_rows_quant(wt, xqj, xdj, wblock + size_t(r - r0) * wrb, w.scales + size_t(r) * nb, rows, in_dim, yj + r);
-      }
+      // The task's rows in one call: the kernel prepares x once for all of them.
+      dot_rows_quant(wt, xqj, xdj, wblock, w.scales + size_t(r0) * nb, r1 - r0, in_dim, yj + r0);
     }
   };
   pool.parallel_for(n_tasks, task);

@@ -36,7 +36,7 @@ void dot_tile(const float* x, int nx, const float* w, int nw, size_t ld, int n, 
 // dx = max|x| / 127 and xq = round(x / dx), so that one block's dot is dw * dx * Σ wq·xq.
 // n must be a multiple of 32; q: (n) int8, d: (n / 32).
 void quantize_activation(const float* x, int n, int8_t* q, float* d);
-// out[r] = Σ_b dw[r][b] · dx[b] · Σ_i wq[r][b][i] · xq[b][i] for r < rows <= 4. W row r is at
+// out[r] = Σ_b dw[r][b] · dx[b] · Σ_i wq[r][b][i] · xq[b][i] for r < rows (any count). W row r is at
 // w + r * row_bytes(t, n), its f16 scales at scales + r * (n / 32); t is Q8_0 or Q4_0.
 void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
                     float* out);

@@ -63,7 +63,8 @@ const char* isa_name(detail::Isa i) {
 }
 
 // Block counts 1, 3, 5, 11, 33: odd, so the AVX-512 kernels' two-block steps end with a lone block.
-const int kOddBlockCounts[] = {1, 2, 3, 5, 11, 33};
+// 1027 blocks: wider than the VNNI q8 kernel's 512-block segment of prepared activations, odd tail.
+const int kOddBlockCounts[] = {1, 2, 3, 5, 11, 33, 1027};
 
 TEST(QuantKernels, ActivationQuantizationIsIdenticalAtEveryIsa) {
   IsaGuard guard;
@@ -98,7 +99,7 @@ TEST_P(QuantDot, SimdMatchesScalarTwinAtEveryIsa) {
   IsaGuard guard;
   const DType t = GetParam();
   for (int nb : kOddBlockCounts) {
-    const int n = nb * kQuantBlock, rows = 4;
+    const int n = nb * kQuantBlock, rows = 9;  // 1 to 9 rows: the AVX2 kernels work 4 at a time
     const auto x = randn(size_t(n), 20 + uint64_t(nb));
     const QuantMatrix w = make_matrix(randn(size_t(rows) * n, 30 + uint64_t(nb), 0.02f), rows, n, t);
     std::vector<int8_t> xq(static_cast<size_t>(n));
@@ -108,11 +109,11 @@ TEST_P(QuantDot, SimdMatchesScalarTwinAtEveryIsa) {
     std::vector<float> wf(size_t(rows) * n);
     dequantize_rows(w.ref, 0, rows, wf.data());
     for (int r = 1; r <= rows; ++r) {
-      float ref[4];
+      float ref[rows];
       scalar::dot_rows_quant(t, xq.data(), xd.data(), w.ref.data, w.ref.scales, r, n, ref);
       for (detail::Isa isa : isa_levels()) {
         detail::force_isa(isa);
-        float got[4];
+        float got[rows];
         dot_rows_quant(t, xq.data(), xd.data(), w.ref.data, w.ref.scales, r, n, got);
         for (int i = 0; i < r; ++i) {
           double mag = 0;
