@@ -52,7 +52,7 @@ const char* kUsage =
     "  --decode-tokens N    decode steps after the prefill (default 64)\n"
     "  --repeats N          runs per measurement, median reported (default 3)\n"
     "  --kv-cache f32|bf16  KV cache entries (default bf16, 2 bytes as llama-bench's default f16 cache)\n"
-    "  --piece-rows N       rows per matmul inside a prefill chunk (default 128; up to 512 trades\n"
+    "  --piece-rows N       rows per matmul inside a prefill chunk (default 64; up to 512 trades\n"
     "                       activation memory for fewer passes over the weights)\n"
     "  --json               print one JSON object instead of the table: bandwidth_gb_s (the most threads'),\n"
     "                       bandwidth [{threads, gb_s}], runs [{format, threads, prefill_tokens_per_s,\n"

@@ -113,8 +113,13 @@ Context::Context(const Model& model, const RuntimeConfig& rc)
                            matmul_scratch_floats(embed_in_max, int(E), int(threads))));
   s_->head_in.assign(P * D, 0.f);
   s_->block_end.assign(C, 0);
-  s_->rope_sliding.cos_sin.assign(P * size_t(hd_max), 0.f);  // hd / 2 pairs x (cos, sin)
-  s_->rope_full.cos_sin.assign(P * size_t(hd_max), 0.f);
+  int pairs_sliding = 0, pairs_full = 0;
+  for (int i = 0; i < t.num_layers; ++i) {
+    int& pairs = t.layer(i).full ? pairs_full : pairs_sliding;
+    pairs = std::max(pairs, t.layer(i).rope_pairs);
+  }
+  s_->rope_sliding.cos_sin.assign(P * 2 * size_t(pairs_sliding), 0.f);  // rotating pairs x (cos, sin)
+  s_->rope_full.cos_sin.assign(P * 2 * size_t(pairs_full), 0.f);
   if (c.vision.present) {
     s_->patch.allocate(E * patch_vals);
     s_->mm_hidden.allocate(E * M);
@@ -237,10 +242,11 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
   auto rope_table = [&](int j0, int m) -> const float* {
     Scratch::RopeTable& r = g.full ? s_->rope_full : s_->rope_sliding;
     const int64_t first = n_past_ + j0;
-    if (r.first_pos != first || r.rows < m) {
+    if (r.first_pos != first || r.rows < m || r.pairs != g.rope_pairs) {
       for (int j = 0; j < m; ++j) rope_angles(g.rope_pairs, inv_freq, first + j, r.cos_sin.data() + size_t(j) * 2 * g.rope_pairs);
       r.first_pos = first;
       r.rows = m;
+      r.pairs = g.rope_pairs;
     }
     return r.cos_sin.data();
   };

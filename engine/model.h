@@ -30,7 +30,7 @@ struct RuntimeConfig {
   int max_chunk = 512;        // most rows per decode() call; larger inputs are split by the caller
   // Rows per matmul inside a decode() call (engine/context_scratch.h explains the default). Changes
   // no result beyond float rounding; only the residual stream is held for a whole chunk.
-  int piece_rows = 128;
+  int piece_rows = 64;
   ImageAttention image_attention = ImageAttention::SlidingOnly;
   DType kv_dtype = DType::F32;  // KV cache entries: F32 (reference) or BF16 (half the memory and reads)
 };
