@@ -260,20 +260,32 @@ CONFLUX_VNNI void dot_q8_vnni(const int8_t* xq, const float* xd, const void* w, 
   }
 }
 
-// Q4_0: nibbles are the unsigned operand of vpdpbusd; the offset 8 comes off as 8 · Σx per lane. Row by
-// row, as Q8_0, for a sequential stream.
-CONFLUX_VNNI inline __m512i q4_pair_dot(const uint8_t* wr, const int8_t* xq, int b) {
-  const uint8_t* w32 = wr + size_t(b) * kHalfBlock;
-  const __m512i xv = _mm512_loadu_si512(xq + size_t(b) * kBlock);
-  // From lo = [b.lo, b+1.lo] and hi = [b.hi, b+1.hi] (16 bytes each) build [b.lo, b.hi, b+1.lo, b+1.hi]:
-  // weights 0..31 of block b, then of block b + 1, matching x's order. Qword indices; 8+ picks from hi.
-  const __m512i interleave = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w32));
-  const __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-  const __m512i wv = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), interleave, _mm512_castsi256_si512(hi));
-  const __m512i zero = _mm512_setzero_si512();
-  return _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wv, xv), _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv));
+// Q4_0: nibbles are the unsigned operand of vpdpbusd; the offset 8 comes off as 8 · Σx per lane.
+// The 32 bytes of a block pair are broadcast to both halves of a register and shifted by 0 (low half)
+// or 4 (high half) before masking to nibbles, which lays the weights out as [b.w0-15, b+1.w0-15,
+// b.w16-31, b+1.w16-31]; x is prepared once per call in that order, with the offset, so a pair costs
+// two operations to unpack (four with a cross-lane permute of the weights). Lanes 0-3 and 8-11 then
+// hold block b's partial dots, 4-7 and 12-15 block b + 1's: kSpreadPairQ4 spreads the scales so.
+alignas(64) constexpr int32_t kSpreadPairQ4[8][16] = {
+    {0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1},         {2, 2, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 3, 3, 3, 3},
+    {4, 4, 4, 4, 5, 5, 5, 5, 4, 4, 4, 4, 5, 5, 5, 5},         {6, 6, 6, 6, 7, 7, 7, 7, 6, 6, 6, 6, 7, 7, 7, 7},
+    {8, 8, 8, 8, 9, 9, 9, 9, 8, 8, 8, 8, 9, 9, 9, 9},         {10, 10, 10, 10, 11, 11, 11, 11, 10, 10, 10, 10, 11, 11, 11, 11},
+    {12, 12, 12, 12, 13, 13, 13, 13, 12, 12, 12, 12, 13, 13, 13, 13},
+    {14, 14, 14, 14, 15, 15, 15, 15, 14, 14, 14, 14, 15, 15, 15, 15}};
+CONFLUX_VNNI inline __m512 spread_pair_q4(__m512 d, int p) {
+  return _mm512_permutexvar_ps(_mm512_load_si512(kSpreadPairQ4[p]), d);
+}
+
+// Pair p of a segment: the weights unpacked as above against the prepared x, the accumulator starting
+// at -8 · Σx of each lane.
+CONFLUX_VNNI inline __m512i q4_pair_dot(const uint8_t* wseg, const int8_t* xp, const __m512i* minus_offset, int p) {
+  const uint8_t* w32 = wseg + size_t(p) * 2 * kHalfBlock;
+  __builtin_prefetch(w32 + kPrefetchBytes / 2);  // half the bytes per weight: the same rows ahead as q8
+  const __m512i shifts = _mm512_setr_epi64(0, 0, 0, 0, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
+                                           0x0004000400040004);  // 16-bit lanes: 0 in the low half, 4 in the high
+  const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w32)));
+  const __m512i wv = _mm512_and_si512(_mm512_srlv_epi16(raw, shifts), _mm512_set1_epi8(0x0f));
+  return _mm512_dpbusd_epi32(minus_offset[p], wv, _mm512_load_si512(xp + size_t(p) * 2 * kBlock));
 }
 
 CONFLUX_VNNI void dot_q4_vnni(const int8_t* xq, const float* xd, const void* w, const uint16_t* scales, int rows, int n,
@@ -281,35 +293,53 @@ CONFLUX_VNNI void dot_q4_vnni(const int8_t* xq, const float* xd, const void* w, 
   const int nb = n / kBlock;
   const size_t rb = size_t(n) / 2;
   const __m256i low4 = _mm256_set1_epi8(0x0f);
-  for (int r = 0; r < rows; ++r) {
-    const uint8_t* wr = static_cast<const uint8_t*>(w) + size_t(r) * rb;
-    const uint16_t* sr = scales + size_t(r) * nb;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    int b = 0;
-    for (; b + 16 <= nb; b += 16) {
-      const __m512 d = block_scales16(sr + b, xd + b);
-      for (int p = 0; p < 8; p += 2) {
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wr, xq, b + 2 * p)), spread_pair(d, p), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wr, xq, b + 2 * p + 2)), spread_pair(d, p + 1), acc1);
+  const __m512i eights = _mm512_set1_epi8(8), zero = _mm512_setzero_si512();
+  // Qwords of [b.x0-31, b+1.x0-31] reordered to [b.x0-15, b+1.x0-15, b.x16-31, b+1.x16-31].
+  const __m512i x_order = _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
+  alignas(64) int8_t xp[kPreparedPairs * 2 * kBlock];  // x in the unpacked weights' order, per pair
+  __m512i minus_offset[kPreparedPairs];                  // -8 · Σx over each lane's 4 values, per pair
+  for (int r = 0; r < rows; ++r) out[r] = 0.f;
+  for (int seg = 0; seg < nb; seg += 2 * kPreparedPairs) {  // one segment unless in_dim > 16384
+    const int seg_end = std::min(nb, seg + 2 * kPreparedPairs), seg_pairs = (seg_end - seg) / 2;
+    for (int p = 0; p < seg_pairs; ++p) {
+      const __m512i x = _mm512_permutexvar_epi64(x_order, _mm512_loadu_si512(xq + size_t(seg + 2 * p) * kBlock));
+      _mm512_store_si512(xp + size_t(p) * 2 * kBlock, x);
+      minus_offset[p] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eights, x));
+    }
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* wr = static_cast<const uint8_t*>(w) + size_t(r) * rb;
+      const uint8_t* wseg = wr + size_t(seg) * kHalfBlock;
+      const uint16_t* sr = scales + size_t(r) * nb;
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+      int p = 0;
+      for (; 2 * p + 16 <= 2 * seg_pairs; p += 8) {
+        const __m512 d = block_scales16(sr + seg + 2 * p, xd + seg + 2 * p);
+        for (int k = 0; k < 8; k += 2) {
+          acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wseg, xp, minus_offset, p + k)), spread_pair_q4(d, k),
+                                 acc0);
+          acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wseg, xp, minus_offset, p + k + 1)),
+                                 spread_pair_q4(d, k + 1), acc1);
+        }
       }
+      for (; p < seg_pairs; ++p) {
+        const int b = seg + 2 * p;
+        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128(int(load_u32(sr + b))));
+        const __m128 dx = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)));
+        const __m512 sc = spread_pair_q4(_mm512_castps128_ps512(_mm_mul_ps(dw, dx)), 0);
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wseg, xp, minus_offset, p)), sc, acc0);
+      }
+      float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+      if (seg + 2 * seg_pairs < seg_end) {  // an odd last block, 256 bits wide
+        const int b = seg_end - 1;
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + size_t(b) * kBlock));
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + size_t(b) * kHalfBlock));
+        const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i dot = _mm256_sub_epi32(_mm256_dpbusd_epi32(z, wv, xv), _mm256_dpbusd_epi32(z, _mm256_set1_epi8(8), xv));
+        sum += hsum256(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(sr[b]) * xd[b]);
+      }
+      out[r] += sum;
     }
-    for (; b + 2 <= nb; b += 2) {
-      const __m512 sc =
-          _mm512_mul_ps(weight_pair_scales(sr + b),
-                        pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
-      acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wr, xq, b)), sc, acc0);
-    }
-    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    for (; b < nb; ++b) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + size_t(b) * kBlock));
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + size_t(b) * kHalfBlock));
-      const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
-      const __m256i zero = _mm256_setzero_si256();
-      const __m256i dot =
-          _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, wv, xv), _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(8), xv));
-      sum += hsum256(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(sr[b]) * xd[b]);
-    }
-    out[r] = sum;
   }
 }
 
