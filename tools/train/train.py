@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--minutes", type=float, default=0, help="stop after this much time (0 = all steps)")
+    ap.add_argument("--stop-at", type=int, default=0,
+                    help="stop (saving state and model) at this step, keeping the --steps schedule (0 = --steps)")
     ap.add_argument("--mix", default=",".join(map(str, layout.DEFAULT_MIX)),
                     help="shares of command, scene and combined turns, e.g. 0.6,0.1,0.3 for a speech-heavy phase")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
@@ -161,8 +163,9 @@ def main():
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")]), batch_size=None, num_workers=1, prefetch_factor=4)
+    last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
-        if step >= args.steps:
+        if step >= last:
             break
         for g in opt.param_groups:
             g["lr"] = args.lr * schedule(step)
@@ -179,6 +182,7 @@ def main():
             print(f"step {step} loss {np.mean(losses[-25:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
                   f"T {batch['ids'].shape[1]} {el / 60:.1f} min", flush=True)
         done = bool(args.minutes) and (time.time() - t0) / 60 >= args.minutes
+        done = done or step == last
         if step % args.eval_every == 0 or step == args.steps or done:
             print(f"step {step} check exact match {exact_match(model, check, tok.id('<pad>'))}", flush=True)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, state_path)
