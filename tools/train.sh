@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the bundled small model (assets/model) from scratch and regenerates everything derived from it:
 # the speech bank, the model, the parity cases, the held-out eval set and the demo recording. Seeded: the
-# same machine gives the same files. Not part of CI (about 3 hours on 2 cores); the results are committed.
+# same machine gives the same files. Not part of CI (about 4.5 hours on 2 cores); the results are committed.
 #
 #   tools/train.sh
 set -euo pipefail
@@ -15,10 +15,13 @@ tools/setup.sh  # builds conflux (for the evaluation at the end)
 
 mkdir -p "$WORK"
 [ -f "$WORK/bank_train.npz" ] || $PY tools/train/speech.py "$WORK" 12000
-# Two cosine schedules, as the shipped model was trained: 5000 steps from scratch, then a warm restart
-# that continues the same seeded data stream to step 8000.
+# The shipped model's schedule: 5000 steps from scratch; a warm restart continuing the same seeded data
+# stream to step 8000; then a speech-heavy phase (more command and combined turns, fewer scene turns),
+# begun on a 20000-step cosine and cut at 8500, then on a cosine ending at 12500, cut at 12000.
 $PY tools/train/train.py --out assets/model --steps 5000 | tee "$WORK/train.log"
 $PY tools/train/train.py --out assets/model --steps 8000 --resume | tee -a "$WORK/train.log"
+$PY tools/train/train.py --out assets/model --steps 20000 --stop-at 8500 --resume --mix 0.6,0.1,0.3 | tee -a "$WORK/train.log"
+$PY tools/train/train.py --out assets/model --steps 12500 --stop-at 12000 --resume --mix 0.5,0.2,0.3 | tee -a "$WORK/train.log"
 $PY tools/train/parity.py --model assets/model --out tests/data/small-model
 $PY tools/train/make_recordings.py eval --out tests/data/eval-set --per-task 8
 $PY tools/train/make_recordings.py demo --out assets/demo
