@@ -285,10 +285,11 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
       kv_.store(l, kv_.slot(l, pos), k + size_t(j) * nkv * hd, v + size_t(j) * nkv * hd);
     }
   }
-  // Pass 2: queries, attention over the cache, output projection, residual.
+  // Pass 2: queries, attention over the cache, output projection, residual. A single piece (every
+  // decode step) still has its normed rows in xn from pass 1.
   for (int j0 = 0; j0 < n; j0 += P) {
     const int m = std::min(P, n - j0);
-    norm_rows(j0, m, L.input_norm.f32);
+    if (n > P) norm_rows(j0, m, L.input_norm.f32);
     matmul(*pool_, xn, m, L.q_proj.ref, q, mm);
     const float* angles = rope_table(j0, m);
     for (int j = 0; j < m; ++j)
