@@ -150,30 +150,41 @@ std::string load_average() {
   return one + " " + five + " " + fifteen;
 }
 
-// Read-only stream bandwidth (GB/s, 1e9 bytes) with `threads` threads: each pass splits the buffer
-// into 64 contiguous parts claimed dynamically (a descheduled thread does not stall the others).
-double measure_bandwidth(const std::vector<float>& buf, int threads) {
-  ThreadPool pool(threads);
-  constexpr int kParts = 64;
-  const size_t part = buf.size() / kParts;
-  std::vector<float> sums(kParts);
-  std::vector<double> rates;
-  for (int pass = 0; pass < kBandwidthPasses + 1; ++pass) {  // pass 0 warms the pool and the TLB
-    const auto start = Clock::now();
-    pool.parallel_for(kParts, [&](int p, int) { sums[size_t(p)] = stream_sum(buf.data() + size_t(p) * part, part); });
-    const double s = seconds_since(start);
-    if (pass > 0) rates.push_back(double(part) * kParts * sizeof(float) / s / 1e9);
-  }
-  volatile float keep = sums[0];  // the sums are the loads' only use
-  (void)keep;
-  return median(rates);
-}
-
-// One piece of a weight stream: a span of packed matrix bytes, read as floats by stream_sum.
+// One piece of a read-only stream: `floats` values from `data`, summed by stream_sum.
 struct StreamPart {
   const float* data;
   size_t floats;
 };
+
+// Read-only bandwidth (GB/s, 1e9 bytes) of streaming `parts` on `pool`, claimed dynamically (a
+// descheduled thread does not stall the others): the median of `passes` timed passes after `warmups`
+// untimed ones.
+double stream_bandwidth(ThreadPool& pool, const std::vector<StreamPart>& parts, int warmups, int passes) {
+  size_t floats = 0;
+  for (const StreamPart& p : parts) floats += p.floats;
+  std::vector<float> sums(parts.size());
+  std::vector<double> rates;
+  for (int pass = 0; pass < warmups + passes; ++pass) {
+    const auto start = Clock::now();
+    pool.parallel_for(int(parts.size()),
+                      [&](int i, int) { sums[size_t(i)] = stream_sum(parts[size_t(i)].data, parts[size_t(i)].floats); });
+    const double s = seconds_since(start);
+    if (pass >= warmups) rates.push_back(double(floats) * sizeof(float) / s / 1e9);
+  }
+  volatile float keep = sums.empty() ? 0.f : sums[0];  // the sums are the loads' only use
+  (void)keep;
+  return median(rates);
+}
+
+// The buffer test: `threads` threads over 64 equal parts of `buf`, one warm-up pass (pool, TLB).
+double measure_bandwidth(const std::vector<float>& buf, int threads) {
+  ThreadPool pool(threads);
+  constexpr int kParts = 64;
+  const size_t part = buf.size() / kParts;
+  std::vector<StreamPart> parts;
+  for (int p = 0; p < kParts; ++p) parts.push_back({buf.data() + size_t(p) * part, part});
+  return stream_bandwidth(pool, parts, 1, kBandwidthPasses);
+}
 
 // The packed bytes of every matrix one decoded token reads (Model::decode_matrices; block scales
 // left out), cut into parts of at most 2 MiB so the pool's threads share them dynamically.
@@ -192,24 +203,13 @@ std::vector<StreamPart> weight_stream_parts(const Model& model) {
   return parts;
 }
 
-// Read-only bandwidth (GB/s) of streaming those parts on `pool`, median of 3 passes: the roofline of
-// the decode that follows, measured on the same bytes, threads and moment. On these shared machines
-// the big-buffer test at the start swings between ~33 and ~54 GB/s from one minute to the next, so a
-// fraction taken against it says more about the neighbours than about the kernels.
+// The roofline of the decode that follows: those weights streamed on the run's pool, median of 3
+// passes, measured on the same bytes, threads and moment. On these shared machines the buffer test at
+// the start swings between ~33 and ~54 GB/s from one minute to the next, so a fraction taken against
+// it says more about the neighbours than about the kernels.
 double weight_stream_bandwidth(ThreadPool& pool, const std::vector<StreamPart>& parts) {
   constexpr int kPasses = 3;
-  size_t floats = 0;
-  for (const StreamPart& p : parts) floats += p.floats;
-  std::vector<float> sums(parts.size());
-  std::vector<double> rates;
-  for (int pass = 0; pass < kPasses; ++pass) {
-    const auto start = Clock::now();
-    pool.parallel_for(int(parts.size()), [&](int i, int) { sums[size_t(i)] = stream_sum(parts[size_t(i)].data, parts[size_t(i)].floats); });
-    rates.push_back(double(floats) * sizeof(float) / seconds_since(start) / 1e9);
-  }
-  volatile float keep = sums.empty() ? 0.f : sums[0];
-  (void)keep;
-  return median(rates);
+  return stream_bandwidth(pool, parts, 0, kPasses);
 }
 
 // Uniform ids over the vocabulary, skipping the marker/control ids so every row is ordinary text.
