@@ -1,8 +1,9 @@
 // `conflux bench`: in one process, a read-only memory-bandwidth test and then, for each weight format
 // (f32, bf16, q8, q4: the checkpoint converted at load) and thread count, llama-bench-style prefill
-// (pp: --prompt-tokens random ids from an empty context) and decode (--decode-tokens greedy steps)
-// throughput, each the median of --repeats runs, decode as a fraction of the bandwidth roofline, and
-// the peak RSS of that format (the high-water mark is reset between formats).
+// (pp: --prompt-tokens random ids from an empty context) and decode (tg: --decode-tokens greedy steps,
+// from an empty context as llama-bench's, or after the prompt) throughput, each the median of --repeats
+// runs, decode as a fraction of the bandwidth roofline, and the peak RSS of that format (the high-water
+// mark is reset between formats).
 #include <malloc.h>
 #include <sys/resource.h>
 
@@ -38,18 +39,22 @@ const char* kUsage =
     "First measures read-only memory bandwidth (a stream over --bandwidth-mib MiB, far larger than the\n"
     "caches, median of 5 passes) for each thread count. Then, for each weight format of --formats (the\n"
     "checkpoint converted at load) and thread count: prefill tokens/s (random prompt from an empty\n"
-    "context, fed in chunks of 512) and decode tokens/s (greedy single-token steps after that prompt),\n"
-    "each the median of --repeats runs; the roofline fraction = (weight bytes one decoded token reads /\n"
-    "bandwidth) / measured time per token, with the bandwidth measured by streaming those same weights\n"
-    "just before each decode (and, for comparison, against the buffer test); and the peak RSS of that\n"
-    "format (MiB).\n"
+    "context, fed in chunks of 512) and decode tokens/s (greedy single-token steps from an empty context,\n"
+    "as llama-bench's tg, or after that prompt), each the median of --repeats runs; the roofline\n"
+    "fraction = (weight bytes one decoded token reads / bandwidth) / measured time per token, with the\n"
+    "bandwidth measured by streaming those same weights just before each decode (and, for comparison,\n"
+    "against the buffer test), and the same counting the KV-cache bytes the decode's attention reads\n"
+    "too; and the peak RSS of that format (MiB).\n"
     "\n"
     "  --model DIR          checkpoint folder (config.json + safetensors)\n"
     "  --formats LIST       comma-separated weight formats (default f32,bf16,q8,q4; 'stored' = as stored)\n"
     "  --threads N          only this thread count (default: 1 and 2)\n"
     "  --bandwidth-mib N    bandwidth test buffer (default 512)\n"
     "  --prompt-tokens N    prefill length (default 512)\n"
-    "  --decode-tokens N    decode steps after the prefill (default 64)\n"
+    "  --decode-tokens N    decode steps (default 128, llama-bench's tg128)\n"
+    "  --decode-from empty|prompt\n"
+    "                       decode from an empty context (default, as llama-bench) or after the prompt\n"
+    "                       (the live case: attention reads --prompt-tokens more cached positions)\n"
     "  --repeats N          runs per measurement, median reported (default 3)\n"
     "  --kv-cache f32|bf16  KV cache entries (default bf16, 2 bytes as llama-bench's default f16 cache)\n"
     "  --piece-rows N       rows per matmul inside a prefill chunk (default 64; up to 512 trades\n"
@@ -57,7 +62,8 @@ const char* kUsage =
     "  --json               print one JSON object instead of the table: bandwidth_gb_s (the most threads'),\n"
     "                       bandwidth [{threads, gb_s}], runs [{format, threads, prefill_tokens_per_s,\n"
     "                       decode_tokens_per_s, roofline_fraction, peak_rss_mb, weight_bytes,\n"
-    "                       decode_bytes_per_token, weight_stream_gb_s, roofline_fraction_vs_buffer_test}],\n"
+    "                       decode_bytes_per_token, kv_bytes_per_token, weight_stream_gb_s,\n"
+    "                       roofline_fraction_with_kv, roofline_fraction_vs_buffer_test}],\n"
     "                       and the load averages before and after\n"
     "\n"
     "conflux bench --model DIR --scenario live [--speed realtime|max] [--encoder-baseline] [--json]\n"
@@ -70,7 +76,7 @@ const char* kUsage =
 // pp512 convention (llama-bench): the prompt goes in 512-row decode calls.
 constexpr int kPrefillChunk = 512;
 constexpr int kDefaultPromptTokens = 512;
-constexpr int kDefaultDecodeTokens = 64;
+constexpr int kDefaultDecodeTokens = 128;  // llama-bench's tg128
 constexpr int kDefaultRepeats = 3;
 const std::vector<int> kDefaultThreadCounts = {1, 2};
 // Fixed, so every run and every checkpoint sees the same prompt.
@@ -85,6 +91,9 @@ using Clock = std::chrono::steady_clock;
 struct BenchSettings {
   int prompt_tokens = kDefaultPromptTokens;
   int decode_tokens = kDefaultDecodeTokens;
+  // llama-bench's tg starts from an empty context; after the prompt is the live case, whose attention
+  // also reads prompt_tokens more cached positions per layer (up to each sliding window).
+  bool decode_after_prompt = false;
   int repeats = kDefaultRepeats;
   int piece_rows = RuntimeConfig{}.piece_rows;
   // As llama-bench, whose default cache is f16: the same 2 bytes per entry as bf16.
@@ -98,12 +107,14 @@ struct ThreadRun {
   double bandwidth_gb_s = 0;
   size_t weight_bytes = 0;
   size_t decode_bytes_per_token = 0;
+  double kv_bytes_per_token = 0;  // mean over the decode steps: K and V rows the attention reads
   double prefill_tokens_per_s = 0;
   double decode_tokens_per_s = 0;
   double peak_rss_mb = 0;
   size_t kv_cache_bytes = 0;
   double weight_stream_gb_s = 0;  // the decode's own weights streamed just before each decode (median)
   double roofline_vs_buffer = 0;  // the same fraction against the buffer test at the start
+  double roofline_with_kv = 0;    // (weights + KV bytes read) against the weights' stream
 };
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
@@ -212,6 +223,22 @@ double weight_stream_bandwidth(ThreadPool& pool, const std::vector<StreamPart>& 
   return stream_bandwidth(pool, parts, 0, kPasses);
 }
 
+// Mean bytes of K and V cache rows one decode step's attention reads, over `steps` steps whose new
+// token lands at positions first, first + 1, ...: every layer reads each visible position's K and V
+// row (n_kv, hd) in the cache's dtype; a sliding layer sees at most its window, a full layer all.
+double kv_bytes_per_decode_token(const TextConfig& t, int64_t first, int steps, DType kv_dtype) {
+  double total = 0;
+  for (int i = 0; i < steps; ++i) {
+    const int64_t visible = first + i + 1;  // the new token attends to itself too
+    for (int l = 0; l < t.num_layers; ++l) {
+      const LayerGeometry g = t.layer(l);
+      const int64_t seen = g.window > 0 ? std::min<int64_t>(visible, g.window) : visible;
+      total += double(seen) * 2.0 * double(g.n_kv_heads) * double(g.head_dim) * double(dtype_size(kv_dtype));
+    }
+  }
+  return total / steps;
+}
+
 // Uniform ids over the vocabulary, skipping the marker/control ids so every row is ordinary text.
 std::vector<int32_t> random_prompt(const ModelConfig& config, int n) {
   const SpecialTokens& k = config.tokens;
@@ -240,11 +267,16 @@ double time_prefill(Context& ctx, const std::vector<int32_t>& prompt, float* log
   return seconds_since(start);
 }
 
-// Greedy decode continuing from the prefill: argmax of each step's logits is the next input.
+// Greedy decode: argmax of each step's logits is the next input. After the prompt it continues from
+// the prefill's last logits; from an empty context (llama-bench's tg) it starts with `first`.
 // Allocation-free: the batch lives on the stack and `logits` is the caller's buffer.
-double time_decode(Context& ctx, int steps, float* logits) {
+double time_decode(Context& ctx, int steps, bool after_prompt, int32_t first, float* logits) {
   const int vocab = ctx.model().config().text.vocab_size;
-  int32_t next = argmax(logits, vocab);
+  int32_t next = first;
+  if (after_prompt)
+    next = argmax(logits, vocab);
+  else
+    ctx.reset();
   DecodeBatch batch;
   batch.n = 1;
   batch.tokens = &next;
@@ -263,7 +295,9 @@ ThreadRun bench_threads(const Model& model, const std::vector<int32_t>& prompt, 
   rc.max_chunk = kPrefillChunk;
   rc.piece_rows = s.piece_rows;
   rc.kv_dtype = s.kv_dtype;
-  rc.max_context = s.prompt_tokens + s.decode_tokens + 1;  // +1: the last decode's token fits too
+  // Room for the prompt and then the decode (the empty-context decode needs less); +1: the last
+  // decode's token fits too.
+  rc.max_context = s.prompt_tokens + s.decode_tokens + 1;
   // One Context per thread count; reset() rewinds it, and its cache rows are simply overwritten.
   Context ctx(model, rc);
   std::vector<float> logits(size_t(model.config().text.vocab_size));
@@ -272,7 +306,7 @@ ThreadRun bench_threads(const Model& model, const std::vector<int32_t>& prompt, 
   for (int r = 0; r < s.repeats; ++r) {
     prefill_s.push_back(time_prefill(ctx, prompt, logits.data()));
     stream_gb_s.push_back(weight_stream_bandwidth(ctx.pool(), parts));
-    decode_s.push_back(time_decode(ctx, s.decode_tokens, logits.data()));
+    decode_s.push_back(time_decode(ctx, s.decode_tokens, s.decode_after_prompt, prompt[0], logits.data()));
     std::fprintf(stderr, "conflux bench: %s threads %d run %d/%d: prefill %.3f s, weights stream %.2f GB/s, decode %.3f s\n",
                  format.c_str(), threads, r + 1, s.repeats, prefill_s.back(), stream_gb_s.back(), decode_s.back());
   }
@@ -281,6 +315,8 @@ ThreadRun bench_threads(const Model& model, const std::vector<int32_t>& prompt, 
   run.threads = threads;
   run.weight_bytes = model.weight_bytes();
   run.decode_bytes_per_token = model.decode_bytes_per_token();
+  run.kv_bytes_per_token = kv_bytes_per_decode_token(model.config().text, s.decode_after_prompt ? s.prompt_tokens : 0,
+                                                     s.decode_tokens, s.kv_dtype);
   run.prefill_tokens_per_s = s.prompt_tokens / median(prefill_s);
   run.decode_tokens_per_s = s.decode_tokens / median(decode_s);
   run.weight_stream_gb_s = median(stream_gb_s);
@@ -312,11 +348,15 @@ int cmd_bench(int argc, char** argv) {
     return run_live_bench(args, *model, tok);
   }
   if (args.get_or("scenario", "engine") != "engine") throw CliError("--scenario must be engine or live");
-  args.reject_unknown({"model", "scenario", "threads", "prompt-tokens", "decode-tokens", "repeats", "json", "formats",
-                       "bandwidth-mib", "piece-rows", "kv-cache"});
+  args.reject_unknown({"model", "scenario", "threads", "prompt-tokens", "decode-tokens", "decode-from", "repeats", "json",
+                       "formats", "bandwidth-mib", "piece-rows", "kv-cache"});
   BenchSettings settings;
   settings.prompt_tokens = positive_option(args, "prompt-tokens", kDefaultPromptTokens);
   settings.decode_tokens = positive_option(args, "decode-tokens", kDefaultDecodeTokens);
+  if (const std::string from = args.get_or("decode-from", "empty"); from == "prompt")
+    settings.decode_after_prompt = true;
+  else if (from != "empty")
+    throw CliError("--decode-from must be empty or prompt, got '" + from + "'");
   settings.repeats = positive_option(args, "repeats", kDefaultRepeats);
   settings.piece_rows = positive_option(args, "piece-rows", settings.piece_rows);
   settings.kv_dtype = kv_cache_option(args, "bf16");
@@ -383,6 +423,8 @@ int cmd_bench(int argc, char** argv) {
       // same against the big-buffer test at the start.
       r.roofline_fraction = double(r.decode_bytes_per_token) / (r.weight_stream_gb_s * 1e9) * r.decode_tokens_per_s;
       r.roofline_vs_buffer = double(r.decode_bytes_per_token) / (r.bandwidth_gb_s * 1e9) * r.decode_tokens_per_s;
+      r.roofline_with_kv =
+          (double(r.decode_bytes_per_token) + r.kv_bytes_per_token) / (r.weight_stream_gb_s * 1e9) * r.decode_tokens_per_s;
       kv_bytes = r.kv_cache_bytes;  // depends on the context size only
       runs.push_back(r);
     }
@@ -415,6 +457,7 @@ int cmd_bench(int argc, char** argv) {
         {"piece_rows", settings.piece_rows},
         {"kv_cache", std::string(dtype_name(settings.kv_dtype))},
         {"decode_tokens", settings.decode_tokens},
+        {"decode_from", settings.decode_after_prompt ? "prompt" : "empty"},
         {"repeats", settings.repeats},
         {"tokenizer_load_s", tokenizer_load_s >= 0 ? nlohmann::json(tokenizer_load_s) : nlohmann::json(nullptr)},
         {"bandwidth_gb_s", bandwidth_max},
@@ -435,6 +478,8 @@ int cmd_bench(int argc, char** argv) {
                              {"roofline_fraction", r.roofline_fraction},
                              {"weight_stream_gb_s", r.weight_stream_gb_s},
                              {"roofline_fraction_vs_buffer_test", r.roofline_vs_buffer},
+                             {"roofline_fraction_with_kv", r.roofline_with_kv},
+                             {"kv_bytes_per_token", r.kv_bytes_per_token},
                              {"peak_rss_mb", r.peak_rss_mb},
                              {"weight_bytes", r.weight_bytes},
                              {"decode_bytes_per_token", r.decode_bytes_per_token}});
@@ -451,17 +496,21 @@ int cmd_bench(int argc, char** argv) {
   if (!baseline_rss.empty())
     std::printf("RSS before each model loads: %.1f MiB (the binary and its libraries)\n",
                 *std::min_element(baseline_rss.begin(), baseline_rss.end()));
-  std::printf("prompt %d tokens (pieces of %d rows), decode %d tokens, median of %d\n\n", settings.prompt_tokens,
-              settings.piece_rows, settings.decode_tokens, settings.repeats);
+  std::printf("prompt %d tokens (pieces of %d rows), decode %d tokens from %s, median of %d\n\n",
+              settings.prompt_tokens, settings.piece_rows, settings.decode_tokens,
+              settings.decode_after_prompt ? "the prompt" : "an empty context", settings.repeats);
   const std::string pp = "pp" + std::to_string(settings.prompt_tokens) + " tok/s";
   const std::string tg = "tg" + std::to_string(settings.decode_tokens) + " tok/s";
-  std::printf("| format | threads | weights MiB | %12s | %12s | stream GB/s | roofline | vs buffer | peak RSS MiB |\n",
-              pp.c_str(), tg.c_str());
-  std::printf("|--------|--------:|------------:|-------------:|-------------:|------------:|---------:|----------:|-------------:|\n");
+  std::printf(
+      "| format | threads | weights MiB | %12s | %12s | stream GB/s | roofline | with KV | vs buffer | peak RSS MiB |\n",
+      pp.c_str(), tg.c_str());
+  std::printf(
+      "|--------|--------:|------------:|-------------:|-------------:|------------:|---------:|--------:|----------:|-------------:|\n");
   for (const ThreadRun& r : runs)
-    std::printf("| %-6s | %7d | %11.1f | %12.2f | %12.2f | %11.2f | %7.0f%% | %8.0f%% | %12.1f |\n", r.format.c_str(),
-                r.threads, double(r.weight_bytes) / kBytesPerMib, r.prefill_tokens_per_s, r.decode_tokens_per_s,
-                r.weight_stream_gb_s, 100.0 * r.roofline_fraction, 100.0 * r.roofline_vs_buffer, r.peak_rss_mb);
+    std::printf("| %-6s | %7d | %11.1f | %12.2f | %12.2f | %11.2f | %7.0f%% | %6.0f%% | %8.0f%% | %12.1f |\n",
+                r.format.c_str(), r.threads, double(r.weight_bytes) / kBytesPerMib, r.prefill_tokens_per_s,
+                r.decode_tokens_per_s, r.weight_stream_gb_s, 100.0 * r.roofline_fraction, 100.0 * r.roofline_with_kv,
+                100.0 * r.roofline_vs_buffer, r.peak_rss_mb);
   return 0;
 }
 

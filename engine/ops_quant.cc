@@ -20,12 +20,6 @@ constexpr float kQ8Max = 127.f;         // activations use [-127, 127], so negat
 // The activation block's scale inverse, computed the same way by every variant so that all of them
 // produce identical int8 values.
 inline float inverse_scale(float amax) { return amax > 0.f ? kQ8Max / amax : 0.f; }
-
-inline uint32_t load_u32(const void* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 }  // namespace
 
 // ---------------------------------------------------------------- scalar twins
@@ -161,20 +155,16 @@ CONFLUX_VNNI void quantize_activation_avx512(const float* x, int n, int8_t* q, f
   }
 }
 
-// Two blocks per 512-bit step: lanes 0-7 hold block b's dot partial sums, lanes 8-15 block b + 1's.
-// This spreads the two blocks' scales over those lanes.
-CONFLUX_VNNI inline __m512 pair_scales(__m128 two) {
-  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  return _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(two));
-}
-
-CONFLUX_VNNI inline __m512 weight_pair_scales(const uint16_t* s) {
-  return pair_scales(_mm_cvtph_ps(_mm_cvtsi32_si128(int(load_u32(s)))));
-}
-
 // dw · dx of 16 consecutive blocks: one f16 conversion and one multiply for 8 block pairs.
 CONFLUX_VNNI inline __m512 block_scales16(const uint16_t* dw, const float* dx) {
   return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dw))), _mm512_loadu_ps(dx));
+}
+
+// The same for the last `count` (< 16) blocks of a row, the lanes past them zero: the row's remainder
+// then runs through the same spread as the whole groups, not a conversion per pair.
+CONFLUX_VNNI inline __m512 block_scales_partial(const uint16_t* dw, const float* dx, int count) {
+  const auto lanes = __mmask16((1u << count) - 1);
+  return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, dw)), _mm512_maskz_loadu_ps(lanes, dx));
 }
 
 // Lanes 0-7 get scale 2p of d, lanes 8-15 scale 2p + 1 (the lane layout of a two-block dot).
@@ -240,12 +230,10 @@ CONFLUX_VNNI void dot_q8_vnni(const int8_t* xq, const float* xd, const void* w, 
           acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prepared_pair_dot(wseg, ax, negative, p + k + 1)), spread_pair(d, k + 1), acc1);
         }
       }
-      for (; p < seg_pairs; ++p) {
-        const int b = seg + 2 * p;
-        const __m512 sc =
-            _mm512_mul_ps(weight_pair_scales(sr + b),
-                          pair_scales(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)))));
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prepared_pair_dot(wseg, ax, negative, p)), sc, acc0);
+      if (p < seg_pairs) {  // the last 1-7 pairs: their scales in one masked conversion
+        const __m512 d = block_scales_partial(sr + seg + 2 * p, xd + seg + 2 * p, 2 * (seg_pairs - p));
+        for (int k = 0; p + k < seg_pairs; ++k)
+          acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prepared_pair_dot(wseg, ax, negative, p + k)), spread_pair(d, k), acc0);
       }
       float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
       if (seg + 2 * seg_pairs < seg_end) {  // an odd last block, 256 bits wide
@@ -321,12 +309,11 @@ CONFLUX_VNNI void dot_q4_vnni(const int8_t* xq, const float* xd, const void* w, 
                                  spread_pair_q4(d, k + 1), acc1);
         }
       }
-      for (; p < seg_pairs; ++p) {
-        const int b = seg + 2 * p;
-        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128(int(load_u32(sr + b))));
-        const __m128 dx = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(xd + b)));
-        const __m512 sc = spread_pair_q4(_mm512_castps128_ps512(_mm_mul_ps(dw, dx)), 0);
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wseg, xp, minus_offset, p)), sc, acc0);
+      if (p < seg_pairs) {  // the last 1-7 pairs: their scales in one masked conversion
+        const __m512 d = block_scales_partial(sr + seg + 2 * p, xd + seg + 2 * p, 2 * (seg_pairs - p));
+        for (int k = 0; p + k < seg_pairs; ++k)
+          acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q4_pair_dot(wseg, xp, minus_offset, p + k)), spread_pair_q4(d, k),
+                                 acc0);
       }
       float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
       if (seg + 2 * seg_pairs < seg_end) {  // an odd last block, 256 bits wide

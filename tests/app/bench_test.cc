@@ -128,7 +128,7 @@ TEST_F(BenchCommand, BenchJsonHasEveryFormatAndThreadCountOnTinyA) {
       EXPECT_EQ(run["threads"], threads) << run.dump();
       for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "roofline_fraction", "peak_rss_mb",
                               "weight_bytes", "decode_bytes_per_token", "weight_stream_gb_s",
-                              "roofline_fraction_vs_buffer_test"}) {
+                              "roofline_fraction_vs_buffer_test", "roofline_fraction_with_kv", "kv_bytes_per_token"}) {
         ASSERT_TRUE(run.contains(key) && run[key].is_number()) << "missing number " << key << " in " << run.dump();
         const double value = run[key].get<double>();
         EXPECT_TRUE(std::isfinite(value) && value > 0) << key << " = " << value;
@@ -140,6 +140,42 @@ TEST_F(BenchCommand, BenchJsonHasEveryFormatAndThreadCountOnTinyA) {
   EXPECT_GT(weight_bytes["f32"], weight_bytes["bf16"]);
   EXPECT_GT(weight_bytes["bf16"], weight_bytes["q8"]);
   EXPECT_GT(weight_bytes["q8"], weight_bytes["q4"]);
+}
+
+// Decode from an empty context (llama-bench's tg, the default) against decode after the prompt. With an
+// 8-token prompt and 4 decode steps every position stays inside tiny-a's 16-key sliding window, so
+// each layer reads all visible K/V rows: 1..4 positions from empty (mean 2.5), 9..12 after the prompt
+// (mean 10.5), a ratio of exactly 4.2 whatever the layer geometry. The roofline counting those reads
+// is the weights-only one scaled by (weights + KV) / weights.
+TEST_F(BenchCommand, DecodeFromEmptyOrPromptCountsTheCacheReads) {
+  const std::string tiny_a = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
+  std::map<std::string, nlohmann::json> runs;
+  for (const char* from : {"empty", "prompt"}) {
+    const CommandResult bench = run_conflux("bench --model " + tiny_a + " --decode-from " + from +
+                                                " --threads 1 --formats f32 --prompt-tokens 8 --decode-tokens 4"
+                                                " --repeats 1 --bandwidth-mib 16 --json",
+                                            dir_);
+    ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+    const nlohmann::json report = nlohmann::json::parse(bench.stdout_text);
+    EXPECT_EQ(report["decode_from"], from);
+    ASSERT_EQ(report["runs"].size(), 1u);
+    runs[from] = report["runs"][0];
+  }
+  for (auto& [from, run] : runs) {
+    const double kv = run["kv_bytes_per_token"].get<double>(), weights = run["decode_bytes_per_token"].get<double>();
+    EXPECT_GT(kv, 0) << from;
+    // Relative 1e-9: both sides are the same few float operations on exact byte counts.
+    EXPECT_NEAR(run["roofline_fraction_with_kv"].get<double>(),
+                run["roofline_fraction"].get<double>() * (weights + kv) / weights,
+                1e-9 * run["roofline_fraction_with_kv"].get<double>())
+        << from;
+  }
+  EXPECT_DOUBLE_EQ(runs["prompt"]["kv_bytes_per_token"].get<double>() / runs["empty"]["kv_bytes_per_token"].get<double>(),
+                   10.5 / 2.5);
+
+  const CommandResult bad = run_conflux("bench --model " + tiny_a + " --decode-from middle", dir_);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.stderr_text.find("--decode-from must be empty or prompt"), std::string::npos) << bad.stderr_text;
 }
 
 // `conflux quantize` writes a folder whose matrices, loaded by --model, are byte for byte what
