@@ -145,8 +145,8 @@ TEST_F(BenchCommand, BenchJsonHasEveryFormatAndThreadCountOnTinyA) {
 // Decode from an empty context (llama-bench's tg, the default) against decode after the prompt. With an
 // 8-token prompt and 4 decode steps every position stays inside tiny-a's 16-key sliding window, so
 // each layer reads all visible K/V rows: 1..4 positions from empty (mean 2.5), 9..12 after the prompt
-// (mean 10.5), a ratio of exactly 4.2 whatever the layer geometry. The roofline counting those reads
-// is the weights-only one scaled by (weights + KV) / weights.
+// (mean 10.5), a ratio of exactly 4.2 whatever the layer geometry; past the window, sliding layers stop
+// growing. The roofline counting those reads is the weights-only one scaled by (weights + KV) / weights.
 TEST_F(BenchCommand, DecodeFromEmptyOrPromptCountsTheCacheReads) {
   const std::string tiny_a = std::string(CONFLUX_SHARED_DIR) + "/reference/tiny-a";
   std::map<std::string, nlohmann::json> runs;
@@ -172,6 +172,17 @@ TEST_F(BenchCommand, DecodeFromEmptyOrPromptCountsTheCacheReads) {
   }
   EXPECT_DOUBLE_EQ(runs["prompt"]["kv_bytes_per_token"].get<double>() / runs["empty"]["kv_bytes_per_token"].get<double>(),
                    10.5 / 2.5);
+
+  // Past the window: after a 32-token prompt the 10 sliding layers of tiny-a each read their 16-key
+  // window (2 KV heads x 32 values, K and V, 2 bytes each: 16 x 256 bytes), the 2 full layers every
+  // position, 33..36 (mean 34.5) x (1 KV head x 64 values x 2 x 2 bytes = 256): 40960 + 17664 bytes.
+  const CommandResult windowed = run_conflux("bench --model " + tiny_a +
+                                                 " --decode-from prompt --threads 1 --formats f32 --prompt-tokens 32"
+                                                 " --decode-tokens 4 --repeats 1 --bandwidth-mib 16 --json",
+                                             dir_);
+  ASSERT_EQ(windowed.exit_code, 0) << windowed.stderr_text;
+  const nlohmann::json report = nlohmann::json::parse(windowed.stdout_text);
+  EXPECT_DOUBLE_EQ(report["runs"][0]["kv_bytes_per_token"].get<double>(), 10 * 16 * 256.0 + 2 * 34.5 * 256.0);
 
   const CommandResult bad = run_conflux("bench --model " + tiny_a + " --decode-from middle", dir_);
   EXPECT_NE(bad.exit_code, 0);
