@@ -654,8 +654,9 @@ namespace {
 
 // Rows of W per task. A single activation row (decode) streams W once: tasks of out_dim / (4 · threads)
 // rows (at least 16, at most 4096) leave 4 tasks per thread to balance a descheduled thread; with 16,
-// claiming and reporting tasks cost a third of a 2048 x 640 q8 matmul on the bench machine. Several rows (prefill) keep 16 W rows per task, so the
-// block stays in L1/L2 while all n activation rows pass over it.
+// claiming and reporting tasks cost a third of a 2048 x 640 q8 matmul on the bench machine. Several
+// rows (prefill) keep 16 W rows per task, so the block stays in L1/L2 while all n activation rows pass
+// over it.
 int rows_per_task(int out_dim, int n, int threads) {
   if (n > 1) return kRowsPerTask;
   constexpr int kTasksPerThread = 4;
