@@ -80,14 +80,21 @@ def speech_frames(bank, clip_index, noise, rng):
     return out
 
 
+# Frames not drawn at a camera size are drawn at this multiple of the patch grid's size (1: the grid itself,
+# 2: twice as wide and high, then resized as the engine does). At 1 the shapes' edges are jagged and the
+# blur and sensor noise act at full strength on a 10-20 pixel shape, where a camera frame has them shrunk by
+# the engine's antialiased resize; 2 is closer to the camera at a quarter of a 640x480 frame's pixels.
+DIRECT_RENDER_SCALE = 1
+
+
 def camera_frames(shapes, nrng, count, budget):
     """`count` frames of one scene as the camera sees it over a turn (fresh sensor noise each)."""
     if nrng.random() < 0.3:
         img = scenes.render(shapes, nrng)  # camera size, then the engine's resize
-    else:  # rendered directly at a size the resize rule maps to itself (cheaper, same patch grid)
+    else:  # rendered at (a multiple of) a size the resize rule maps to itself: cheaper, same patch grid
         w, h = scenes.FRAME_SIZES[nrng.integers(len(scenes.FRAME_SIZES))]
         th, tw = scenes.plan_resize(w, h, budget)
-        img = scenes.render(shapes, nrng, (tw, th))
+        img = scenes.render(shapes, nrng, (tw * DIRECT_RENDER_SCALE, th * DIRECT_RENDER_SCALE))
     out = []
     for _ in range(count):
         noisy = np.clip(img.astype(np.float32) + nrng.normal(0, 2.0, img.shape).astype(np.float32), 0, 255)

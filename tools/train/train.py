@@ -84,11 +84,13 @@ def export(model, tok, cfg, out_dir):
 class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
-    def __init__(self, seed, start_step, batch, work, mix):
+    def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
+        self.extra_scenes, self.render_scale = extra_scenes, render_scale
 
     def __iter__(self):
         torch.set_num_threads(1)
+        layout.DIRECT_RENDER_SCALE = self.render_scale
         tok = build_tokenizer()
         bank = speech.Bank(os.path.join(self.work, "bank_train.npz"))
         noise = dict(np.load(os.path.join(self.work, "noise_train.npz")))
@@ -96,6 +98,10 @@ class BatchStream(torch.utils.data.IterableDataset):
         while True:
             rng, nrng = random.Random(self.seed * 1000003 + step), np.random.default_rng([self.seed, step])
             samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=self.mix) for _ in range(self.batch)]
+            # Typed scene questions are short (~50 tokens against ~150 for a spoken turn), so extra ones add
+            # many shape, colour and place labels for little compute.
+            samples += [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, turns=1, mix=[0, 1, 0])
+                        for _ in range(self.extra_scenes)]
             yield layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
             step += 1
 
@@ -116,6 +122,10 @@ def main():
                     help="stop (saving state and model) at this step, keeping the --steps schedule (0 = --steps)")
     ap.add_argument("--mix", default=",".join(map(str, layout.DEFAULT_MIX)),
                     help="shares of command, scene and combined turns, e.g. 0.6,0.1,0.3 for a speech-heavy phase")
+    ap.add_argument("--extra-scenes", type=int, default=0,
+                    help="typed scene questions added to each step's batch (one short turn each)")
+    ap.add_argument("--render-scale", type=int, default=1,
+                    help="frames not drawn at a camera size are drawn at this multiple of the patch grid (layout.py)")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -162,7 +172,8 @@ def main():
     # Samples are generated and packed in a worker process (seeded from --seed and the step it resumes
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
-        BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")]), batch_size=None, num_workers=1, prefetch_factor=4)
+        BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
+                    args.extra_scenes, args.render_scale), batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
         if step >= last:
