@@ -185,10 +185,11 @@ class Gemma4Unified(nn.Module):
         zero, neg = torch.tensor(0.0), torch.tensor(float("-inf"))
         return torch.where(sliding, zero, neg)[:, None], torch.where(causal, zero, neg)[:, None]
 
-    def forward(self, ids, mm_rows, mm_embeds, blocks, positions=None, docs=None):
+    def forward(self, ids, mm_rows, mm_embeds, blocks, positions=None, docs=None, hidden_after=None):
         """ids (B, T); mm_rows: flat indices into B*T of soft-token positions, mm_embeds (len, D) their
         embeddings; blocks (B, T); positions and docs (B, T) for packed rows (default: one sequence per row
-        starting at position 0). Returns soft-capped logits (B, T, V)."""
+        starting at position 0). Returns soft-capped logits (B, T, V); with hidden_after = k, also the
+        hidden states (B, T, D) after layer k (for a training-time auxiliary loss)."""
         B, T = ids.shape
         h = (self.embed_tokens[ids] * math.sqrt(self.D)).view(B * T, self.D)
         h = h.index_copy(0, mm_rows, mm_embeds).view(B, T, self.D)
@@ -197,14 +198,18 @@ class Gemma4Unified(nn.Module):
             docs = torch.zeros(B, T, dtype=torch.long)
         sliding_mask, full_mask = self.masks(blocks, docs, positions)
         tables = {}
-        for layer in self.layers:
+        hidden = None
+        for i, layer in enumerate(self.layers):
             key = (layer.hd, layer.theta, layer.rotary_fraction)
             if key not in tables:
                 tables[key] = rope_tables(positions, *key)
             h = layer(h, full_mask if layer.full else sliding_mask, *tables[key])
+            if i + 1 == hidden_after:
+                hidden = h
         h = rms_norm(h, self.norm)
         logits = h @ self.embed_tokens.t()
-        return self.softcap * torch.tanh(logits / self.softcap)
+        logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits if hidden_after is None else (logits, hidden)
 
     # ------------------------------------------------------------------ released checkpoint layout
     def named_tensors(self):

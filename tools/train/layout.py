@@ -33,6 +33,7 @@ class Sample:
         self.audio, self.audio_pos = [], []        # (640,) float32 frames and their positions
         self.patches, self.patch_pos = [], []      # (N, 6912) tensors and their first position
         self.patch_xy = []
+        self.patch_labels = []  # per image: (N,) long, the shape whose centre is in each patch, or None
         self.n_blocks = 0
 
     def text(self, tok, s, learn=False):
@@ -46,11 +47,12 @@ class Sample:
         self.targets.append(learn)
         self.blocks.append(-1)
 
-    def image(self, tok, patches, xs, ys):
+    def image(self, tok, patches, xs, ys, labels=None):
         self.token(tok.id("<|image>"))
         self.patch_pos.append(len(self.ids))
         self.patches.append(patches)
         self.patch_xy.append((xs, ys))
+        self.patch_labels.append(labels)
         for _ in range(patches.shape[0]):
             self.ids.append(tok.id("<|image|>"))
             self.targets.append(False)
@@ -87,18 +89,31 @@ def speech_frames(bank, clip_index, noise, rng):
 DIRECT_RENDER_SCALE = 1
 
 
+def patch_labels(centres, xs, ys):
+    """(N,) long: for each patch of the grid (xs, ys), the index in tasks.SHAPES of the shape whose centre
+    lies in it, else -100 (not scored). Used only by the auxiliary shape loss (train.py --aux-shape)."""
+    gx, gy = int(xs.max()) + 1, int(ys.max()) + 1
+    labels = torch.full((gx * gy,), -100, dtype=torch.long)
+    for fx, fy, kind in centres:
+        labels[min(int(fy * gy), gy - 1) * gx + min(int(fx * gx), gx - 1)] = tasks.SHAPES.index(kind)
+    return labels
+
+
 def camera_frames(shapes, nrng, count, budget):
-    """`count` frames of one scene as the camera sees it over a turn (fresh sensor noise each)."""
+    """`count` frames of one scene as the camera sees it over a turn (fresh sensor noise each), each as
+    (patches, xs, ys, patch labels)."""
+    centres = []
     if nrng.random() < 0.3:
-        img = scenes.render(shapes, nrng)  # camera size, then the engine's resize
+        img = scenes.render(shapes, nrng, centres=centres)  # camera size, then the engine's resize
     else:  # rendered at (a multiple of) a size the resize rule maps to itself: cheaper, same patch grid
         w, h = scenes.FRAME_SIZES[nrng.integers(len(scenes.FRAME_SIZES))]
         th, tw = scenes.plan_resize(w, h, budget)
-        img = scenes.render(shapes, nrng, (tw * DIRECT_RENDER_SCALE, th * DIRECT_RENDER_SCALE))
+        img = scenes.render(shapes, nrng, (tw * DIRECT_RENDER_SCALE, th * DIRECT_RENDER_SCALE), centres=centres)
     out = []
     for _ in range(count):
         noisy = np.clip(img.astype(np.float32) + nrng.normal(0, 2.0, img.shape).astype(np.float32), 0, 255)
-        out.append(scenes.preprocess(noisy.astype(np.uint8), budget))
+        p, xs, ys = scenes.preprocess(noisy.astype(np.uint8), budget)
+        out.append((p, xs, ys, patch_labels(centres, xs, ys)))
     return out
 
 
@@ -136,8 +151,7 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX)
     s.token(tok.id("<|turn>"))
     s.text(tok, "user\n")
     if kind == "scene":
-        (p, xs, ys), = camera_frames(shapes, nrng, 1, budget)
-        s.image(tok, p, xs, ys)
+        s.image(tok, *camera_frames(shapes, nrng, 1, budget)[0])
         s.text(tok, typed)
     else:
         frames = speech_frames(bank, i, noise, rng)
@@ -209,7 +223,7 @@ def collate(samples, pad_id, row_tokens=None):
     blocks = torch.full((B, T), -1, dtype=torch.long)
     positions = torch.zeros((B, T), dtype=torch.long)
     docs = torch.full((B, T), -1, dtype=torch.long)
-    audio_rows, audio, patch_rows, patches, xs, ys = [], [], [], [], [], []
+    audio_rows, audio, patch_rows, patches, xs, ys, plabels = [], [], [], [], [], [], []
     block_base, doc = 0, 0
     for b, row in enumerate(rows):
         at = 0
@@ -227,9 +241,10 @@ def collate(samples, pad_id, row_tokens=None):
             doc += 1
             audio_rows += [b * T + at + p for p in s.audio_pos]
             audio += s.audio
-            for pos, p, (x, y) in zip(s.patch_pos, s.patches, s.patch_xy):
+            for pos, p, (x, y), lab in zip(s.patch_pos, s.patches, s.patch_xy, s.patch_labels):
                 patch_rows += list(range(b * T + at + pos, b * T + at + pos + p.shape[0]))
                 patches.append(p)
+                plabels.append(lab if lab is not None else torch.full((p.shape[0],), -100, dtype=torch.long))
                 xs.append(x)
                 ys.append(y)
             at += n
@@ -239,11 +254,19 @@ def collate(samples, pad_id, row_tokens=None):
             "patch_rows": torch.tensor(patch_rows, dtype=torch.long),
             "patches": torch.cat(patches) if patches else torch.zeros(0, 6912),
             "xs": torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long),
-            "ys": torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long)}
+            "ys": torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long),
+            "patch_labels": torch.cat(plabels) if plabels else torch.zeros(0, dtype=torch.long)}
 
 
-def forward_batch(model, batch):
+def forward_batch(model, batch, hidden_after=None):
+    """Logits (B, T, V); with hidden_after = k also the hidden states of the image tokens after layer k,
+    (patches, D), in the order of batch["patches"]."""
     emb_a = model.embed_audio(batch["audio"])
     emb_v = model.embed_patches(batch["patches"], batch["xs"], batch["ys"])
     rows = torch.cat([batch["audio_rows"], batch["patch_rows"]])
-    return model(batch["ids"], rows, torch.cat([emb_a, emb_v]), batch["blocks"], batch["positions"], batch["docs"])
+    out = model(batch["ids"], rows, torch.cat([emb_a, emb_v]), batch["blocks"], batch["positions"], batch["docs"],
+                hidden_after=hidden_after)
+    if hidden_after is None:
+        return out
+    logits, hidden = out
+    return logits, hidden.reshape(-1, hidden.shape[-1])[batch["patch_rows"]]

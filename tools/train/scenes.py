@@ -34,9 +34,10 @@ def _blur(img, sigma):
     return t[0].permute(1, 2, 0).numpy()
 
 
-def render(shapes, rng, size=None, max_noise=10.0):
+def render(shapes, rng, size=None, max_noise=10.0, centres=None):
     """uint8 (H, W, 3) frame showing `shapes` (tasks.Shape list); rng is a numpy Generator; sensor noise
-    has a random standard deviation up to max_noise."""
+    has a random standard deviation up to max_noise. If `centres` is a list, each shape's centre is appended
+    to it as (x / W, y / H, kind): fractions of the frame, which the aspect-keeping resize preserves."""
     W, H = size or FRAME_SIZES[rng.integers(len(FRAME_SIZES))]
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     # Background: grey level with a small tint, a linear gradient and a blotchy low-frequency texture.
@@ -55,6 +56,8 @@ def render(shapes, rng, size=None, max_noise=10.0):
         cx = (col + 0.5 + rng.uniform(-0.14, 0.14)) * cw
         cy = (row + 0.5 + rng.uniform(-0.14, 0.14)) * ch
         r = min(cw, ch) * rng.uniform(0.2, 0.4)
+        if centres is not None:
+            centres.append((cx / W, cy / H, s.kind))
         colour = (np.array(COLOUR_RGB[s.colour]) + rng.uniform(-18, 18, size=3)).astype(np.float32)
         rot = rng.uniform(-0.25, 0.25)  # radians
         dx, dy = xx - cx, yy - cy

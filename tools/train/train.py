@@ -34,11 +34,21 @@ def build_tokenizer():
     return tokenizer_build.SmallTokenizer(tasks.vocabulary_words())
 
 
-def loss_and_stats(model, batch):
-    logits = layout.forward_batch(model, batch)
+def loss_and_stats(model, batch, aux=None):
+    """Next-token cross entropy; with aux = (head, layer, weight) plus weight x the cross entropy of a
+    linear head naming, from the hidden state after that layer of each image token whose patch holds a
+    shape's centre, that shape. The head is not part of the model: it only steers training. Returns (loss,
+    auxiliary loss or None)."""
+    if aux is None:
+        logits = layout.forward_batch(model, batch)
+    else:
+        logits, hidden = layout.forward_batch(model, batch, hidden_after=aux[1])
     labels = batch["labels"]
     loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-    return loss, logits
+    if aux is None:
+        return loss, None
+    aux_loss = F.cross_entropy(aux[0](hidden).float(), batch["patch_labels"], ignore_index=-100)
+    return loss + aux[2] * aux_loss, aux_loss
 
 
 @torch.no_grad()
@@ -126,6 +136,9 @@ def main():
                     help="typed scene questions added to each step's batch (one short turn each)")
     ap.add_argument("--render-scale", type=int, default=1,
                     help="frames not drawn at a camera size are drawn at this multiple of the patch grid (layout.py)")
+    ap.add_argument("--aux-shape", type=float, default=0,
+                    help="weight of the auxiliary per-patch shape loss (0 = off; loss_and_stats)")
+    ap.add_argument("--aux-layer", type=int, default=3, help="layer whose output the auxiliary head reads")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -155,6 +168,11 @@ def main():
         (decay if p.dim() >= 2 and "pos_embedding" not in name else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    aux = None
+    if args.aux_shape > 0:
+        head = torch.nn.Linear(cfg["text_config"]["hidden_size"], len(tasks.SHAPES))
+        aux = (head, args.aux_layer, args.aux_shape)
+        aux_opt = torch.optim.AdamW(head.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     warmup = 200
     schedule = lambda step: min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps)))
     state_path = os.path.join(args.work, "train_state.pt")
@@ -165,10 +183,13 @@ def main():
         opt.load_state_dict(st["opt"])
         step = st["step"]
         torch.set_rng_state(st["torch_rng"])
+        if aux is not None and "aux_head" in st:
+            aux[0].load_state_dict(st["aux_head"])
+            aux_opt.load_state_dict(st["aux_opt"])
         print(f"resumed at step {step}")
 
     t0 = time.time()
-    losses = []
+    losses, aux_losses = [], []
     # Samples are generated and packed in a worker process (seeded from --seed and the step it resumes
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
@@ -178,25 +199,34 @@ def main():
     for batch in batches:
         if step >= last:
             break
-        for g in opt.param_groups:
+        for g in opt.param_groups + (aux_opt.param_groups if aux else []):
             g["lr"] = args.lr * schedule(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
-            loss, _ = loss_and_stats(model, batch)
+            loss, aux_loss = loss_and_stats(model, batch, aux)
         opt.zero_grad(set_to_none=True)
+        if aux:
+            aux_opt.zero_grad(set_to_none=True)
         loss.float().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if aux:
+            aux_opt.step()
         losses.append(loss.item())
+        aux_losses.append(aux_loss.item() if aux else 0.0)
         step += 1
         if step % 25 == 0 or step <= 5:
             el = time.time() - t0
-            print(f"step {step} loss {np.mean(losses[-25:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            shape = f" (shape head {np.mean(aux_losses[-25:]):.3f})" if aux else ""
+            print(f"step {step} loss {np.mean(losses[-25:]):.4f}{shape} lr {opt.param_groups[0]['lr']:.2e} "
                   f"T {batch['ids'].shape[1]} {el / 60:.1f} min", flush=True)
         done = bool(args.minutes) and (time.time() - t0) / 60 >= args.minutes
         done = done or step == last
         if step % args.eval_every == 0 or step == args.steps or done:
             print(f"step {step} check exact match {exact_match(model, check, tok.id('<pad>'))}", flush=True)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, state_path)
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}
+            if aux:
+                state.update(aux_head=aux[0].state_dict(), aux_opt=aux_opt.state_dict())
+            torch.save(state, state_path)
             export(model, tok, cfg, args.out)
         if done:
             break
