@@ -34,7 +34,7 @@ nlohmann::json last_json_line(const std::string& output) {
 constexpr int kItemsPerTask = 8;
 
 // What the shipped model scored on this set when it was trained (assets/model/README.md has the figures
-// of four 150-item sets), less one item or one shape of slack, so that a harmless change to the live path
+// of five 150-item sets), less one item or one shape of slack, so that a harmless change to the live path
 // (one borderline VAD decision, say) does not fail the suite while a broken one (wrong turn layout, image
 // size, patch order, audio framing) does: an input-blind model names the right colour for ~1 shape in 6
 // and the right cell for ~1 in 9. Measured (step 19750): scene 1/8 exact (colour 12/13 shapes, position
