@@ -31,10 +31,11 @@ $PY tools/train/train.py --out assets/model --steps 12500 --stop-at 12000 --resu
 $PY tools/train/train.py --out assets/model --steps 20000 --stop-at 13500 --resume --mix 0.6,0.15,0.25 | tee -a "$WORK/train.log"
 $PY tools/train/train.py --out assets/model --steps 17500 --stop-at 17000 --resume --mix 0.45,0.3,0.25 | tee -a "$WORK/train.log"
 $PY tools/train/train.py --out assets/model --lr 1e-3 --steps 22000 --stop-at 18000 --resume --mix 0.45,0.35,0.2 | tee -a "$WORK/train.log"
-SHAPES=(--extra-scenes 32 --render-scale 2)
-$PY tools/train/train.py --out assets/model --lr 1.5e-3 --steps 26000 --stop-at 18500 --resume --mix 0.55,0.1,0.35 "${SHAPES[@]}" | tee -a "$WORK/train.log"
-$PY tools/train/train.py --out assets/model --lr 1.5e-3 --steps 26000 --stop-at 20500 --resume --mix 0.55,0.1,0.35 "${SHAPES[@]}" --aux-shape 0.5 --aux-layer 3 | tee -a "$WORK/train.log"
-$PY tools/train/train.py --out assets/model --lr 1.5e-3 --steps 26000 --stop-at 22250 --resume --mix 0.55,0.1,0.35 "${SHAPES[@]}" --aux-shape 1.5 --aux-layer 3 | tee -a "$WORK/train.log"
+# Phases 8-10 share one schedule and data mix; they differ in where they stop and in the auxiliary head.
+SHAPES=(--lr 1.5e-3 --steps 26000 --resume --mix 0.55,0.1,0.35 --extra-scenes 32 --render-scale 2)
+$PY tools/train/train.py --out assets/model "${SHAPES[@]}" --stop-at 18500 | tee -a "$WORK/train.log"
+$PY tools/train/train.py --out assets/model "${SHAPES[@]}" --stop-at 20500 --aux-shape 0.5 --aux-layer 3 | tee -a "$WORK/train.log"
+$PY tools/train/train.py --out assets/model "${SHAPES[@]}" --stop-at 22250 --aux-shape 1.5 --aux-layer 3 | tee -a "$WORK/train.log"
 $PY tools/train/parity.py --model assets/model --out tests/data/small-model
 $PY tools/train/make_recordings.py eval --out tests/data/eval-set --per-task 8
 $PY tools/train/make_recordings.py demo --out assets/demo
