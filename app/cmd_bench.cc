@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "app/cli.h"
-#include "engine/huge_page_allocator.h"
 #include "engine/model.h"
 #include "engine/ops.h"
 #include "engine/quant.h"
@@ -189,7 +188,7 @@ double stream_bandwidth(ThreadPool& pool, const std::vector<StreamPart>& parts, 
 }
 
 // The buffer test: `threads` threads over 64 equal parts of `buf`, one warm-up pass (pool, TLB).
-double measure_bandwidth(const std::vector<float, HugePageAllocator<float>>& buf, int threads) {
+double measure_bandwidth(const std::vector<float>& buf, int threads) {
   ThreadPool pool(threads);
   constexpr int kParts = 64;
   const size_t part = buf.size() / kParts;
@@ -380,11 +379,10 @@ int cmd_bench(int argc, char** argv) {
   const std::string model_dir = args.require("model");
   const std::string load_before = load_average();
 
-  // 1. Memory bandwidth, before any model is resident; the buffer is freed before the models load. It
-  // sits on huge pages as the converted weights do, so that both streams pay the same TLB costs.
+  // 1. Memory bandwidth, before any model is resident; the buffer is freed before the models load.
   std::vector<std::pair<int, double>> bandwidth;  // (threads, GB/s)
   {
-    std::vector<float, HugePageAllocator<float>> buf(size_t(bandwidth_mib) * size_t(kBytesPerMib) / sizeof(float),
+    std::vector<float> buf(size_t(bandwidth_mib) * size_t(kBytesPerMib) / sizeof(float),
                            1.f);  // written: pages resident
     for (int threads : thread_counts) {
       bandwidth.emplace_back(threads, measure_bandwidth(buf, threads));

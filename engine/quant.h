@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "engine/dtype.h"
-#include "engine/huge_page_allocator.h"
 #include "engine/safetensors.h"
 #include "engine/thread_pool.h"
 
@@ -31,8 +30,8 @@ DType weight_format_dtype(WeightFormat f);  // AsStored: throws
 
 // Owned storage of one converted matrix.
 struct ConvertedTensor {
-  std::vector<uint8_t, HugePageAllocator<uint8_t>> data;     // row-major payload, row_bytes(dtype, cols) per row
-  std::vector<uint16_t, HugePageAllocator<uint16_t>> scales;  // (rows, cols / 32) f16, quantized types only
+  std::vector<uint8_t> data;     // row-major payload, row_bytes(dtype, cols) per row
+  std::vector<uint16_t> scales;  // (rows, cols / 32) f16, quantized types only
 };
 
 // Whether a (rows, cols) matrix can take `t` (quantized types need cols % 32 == 0).

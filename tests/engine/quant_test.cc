@@ -182,59 +182,6 @@ TEST(QuantFormats, RoundTripErrorIsWithinOneStep) {
 
 // matmul over a quantized W equals, row by row, the twin kernel on the same quantized activation, for
 // a single row (decode) and several (prefill), with out_dim not a multiple of the task or dot block.
-// The VMA flags of the mapping that holds `p` (/proc/self/smaps "VmFlags:" line), or "" if not found.
-std::string vma_flags_of(const void* p) {
-  std::FILE* f = std::fopen("/proc/self/smaps", "r");
-  if (!f) return "";
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  bool inside = false;
-  std::string flags;
-  char line[512];
-  while (std::fgets(line, sizeof line, f)) {
-    unsigned long lo = 0, hi = 0;
-    if (std::sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && std::strchr(line, '-') < std::strchr(line, ' ')) {
-      inside = a >= lo && a < hi;
-    } else if (inside && std::strncmp(line, "VmFlags:", 8) == 0) {
-      flags = line + 8;
-      break;
-    }
-  }
-  std::fclose(f);
-  return flags;
-}
-
-// Weights converted at load live in huge-page-advised memory (engine/huge_page_allocator.h): a
-// matrix of a few MiB starts on a 2 MiB boundary and its mapping carries the kernel's "hg" flag
-// (MADV_HUGEPAGE); one smaller than a huge page is ordinary heap memory. Both hold what was encoded.
-TEST(QuantFormats, ConvertedMatricesAreAdvisedForHugePages) {
-  if (!fs::exists("/sys/kernel/mm/transparent_hugepage/enabled"))
-    GTEST_SKIP() << "this kernel has no transparent huge pages (madvise would refuse the advice)";
-  ThreadPool pool(1);
-  const int cols = 640;
-  for (int rows : {4096, 8}) {  // 2.6 MiB of Q8_0 weights, then 5 KiB
-    const std::vector<float> v = randn(size_t(rows) * cols, 31);
-    const QuantMatrix f32 = make_matrix(v, rows, cols, DType::F32);
-    const ConvertedTensor q = convert_matrix(f32.ref, DType::Q8_0, pool, false);
-    const auto* wq = reinterpret_cast<const int8_t*>(q.data.data());
-    // Round trip of the first and last block: the encoded values are in the buffer.
-    for (int64_t b : {int64_t(0), int64_t(rows) * (cols / kQuantBlock) - 1}) {
-      const float d = f16_to_f32(q.scales[size_t(b)]);
-      for (int i = 0; i < kQuantBlock; ++i) {
-        const float w = v[size_t(b) * kQuantBlock + size_t(i)];
-        EXPECT_NEAR(d * wq[size_t(b) * kQuantBlock + size_t(i)], w, d * 0.5f + 1e-6f) << rows << " rows, block " << b;
-      }
-    }
-    const bool large = q.data.size() >= HugePageAllocator<uint8_t>::kHugePage;
-    EXPECT_EQ(large, rows == 4096);
-    if (large) {
-      EXPECT_EQ(reinterpret_cast<uintptr_t>(q.data.data()) % HugePageAllocator<uint8_t>::kHugePage, 0u);
-      const std::string flags = vma_flags_of(q.data.data());
-      ASSERT_FALSE(flags.empty()) << "no /proc/self/smaps entry for the weights";
-      EXPECT_NE(flags.find(" hg"), std::string::npos) << "VmFlags:" << flags;
-    }
-  }
-}
-
 TEST(QuantKernels, MatmulMatchesTwinKernelForBothBatchShapes) {
   ThreadPool pool(2);
   const int out = 37, in = 3 * kQuantBlock;
