@@ -189,7 +189,8 @@ class Gemma4Unified(nn.Module):
         """ids (B, T); mm_rows: flat indices into B*T of soft-token positions, mm_embeds (len, D) their
         embeddings; blocks (B, T); positions and docs (B, T) for packed rows (default: one sequence per row
         starting at position 0). Returns soft-capped logits (B, T, V); with hidden_after = k, also the
-        hidden states (B, T, D) after layer k (for a training-time auxiliary loss)."""
+        hidden states (B, T, D) after layer k (for a training-time auxiliary loss); with a tuple of layers, a
+        tuple of those hidden states."""
         B, T = ids.shape
         h = (self.embed_tokens[ids] * math.sqrt(self.D)).view(B * T, self.D)
         h = h.index_copy(0, mm_rows, mm_embeds).view(B, T, self.D)
@@ -198,18 +199,22 @@ class Gemma4Unified(nn.Module):
             docs = torch.zeros(B, T, dtype=torch.long)
         sliding_mask, full_mask = self.masks(blocks, docs, positions)
         tables = {}
-        hidden = None
+        wanted = hidden_after if isinstance(hidden_after, tuple) else (hidden_after,)
+        hidden = [None] * len(wanted)
         for i, layer in enumerate(self.layers):
             key = (layer.hd, layer.theta, layer.rotary_fraction)
             if key not in tables:
                 tables[key] = rope_tables(positions, *key)
             h = layer(h, full_mask if layer.full else sliding_mask, *tables[key])
-            if i + 1 == hidden_after:
-                hidden = h
+            for j, k in enumerate(wanted):
+                if i + 1 == k:
+                    hidden[j] = h
         h = rms_norm(h, self.norm)
         logits = h @ self.embed_tokens.t()
         logits = self.softcap * torch.tanh(logits / self.softcap)
-        return logits if hidden_after is None else (logits, hidden)
+        if hidden_after is None:
+            return logits
+        return logits, (tuple(hidden) if isinstance(hidden_after, tuple) else hidden[0])
 
     # ------------------------------------------------------------------ released checkpoint layout
     def named_tensors(self):

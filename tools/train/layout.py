@@ -34,6 +34,7 @@ class Sample:
         self.patches, self.patch_pos = [], []      # (N, 6912) tensors and their first position
         self.patch_xy = []
         self.patch_labels = []  # per image: (N,) long, the shape whose centre is in each patch, or None
+        self.utterances = []    # per spoken turn: (index of its first frame in self.audio, frames, word labels)
         self.n_blocks = 0
 
     def text(self, tok, s, learn=False):
@@ -117,6 +118,7 @@ def camera_frames(shapes, nrng, count, budget):
     return out
 
 
+SPOKEN_WORDS = tasks.spoken_words()  # labels of the auxiliary speech head (0 = CTC blank)
 TASKS = ["command", "scene", "combined"]
 DEFAULT_MIX = [0.35, 0.25, 0.4]  # task shares of training turns, in TASKS order
 
@@ -155,6 +157,7 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX)
         s.text(tok, typed)
     else:
         frames = speech_frames(bank, i, noise, rng)
+        s.utterances.append((len(s.audio), len(frames), [SPOKEN_WORDS.index(w) + 1 for w in bank.texts[i].split()]))
         image_at = set()
         if camera:
             k = rng.randrange(FRAMES_PER_SECOND)
@@ -224,6 +227,7 @@ def collate(samples, pad_id, row_tokens=None):
     positions = torch.zeros((B, T), dtype=torch.long)
     docs = torch.full((B, T), -1, dtype=torch.long)
     audio_rows, audio, patch_rows, patches, xs, ys, plabels = [], [], [], [], [], [], []
+    speech_starts, speech_lengths, speech_words, speech_word_lengths = [], [], [], []
     block_base, doc = 0, 0
     for b, row in enumerate(rows):
         at = 0
@@ -240,6 +244,11 @@ def collate(samples, pad_id, row_tokens=None):
             block_base += s.n_blocks
             doc += 1
             audio_rows += [b * T + at + p for p in s.audio_pos]
+            for first, count, words in s.utterances:
+                speech_starts.append(len(audio) + first)
+                speech_lengths.append(count)
+                speech_words += words
+                speech_word_lengths.append(len(words))
             audio += s.audio
             for pos, p, (x, y), lab in zip(s.patch_pos, s.patches, s.patch_xy, s.patch_labels):
                 patch_rows += list(range(b * T + at + pos, b * T + at + pos + p.shape[0]))
@@ -255,12 +264,27 @@ def collate(samples, pad_id, row_tokens=None):
             "patches": torch.cat(patches) if patches else torch.zeros(0, 6912),
             "xs": torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long),
             "ys": torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long),
-            "patch_labels": torch.cat(plabels) if plabels else torch.zeros(0, dtype=torch.long)}
+            "patch_labels": torch.cat(plabels) if plabels else torch.zeros(0, dtype=torch.long),
+            # spoken turns: their first frame and frame count in the order of "audio", and their word labels
+            "speech_starts": torch.tensor(speech_starts, dtype=torch.long),
+            "speech_lengths": torch.tensor(speech_lengths, dtype=torch.long),
+            "speech_words": torch.tensor(speech_words, dtype=torch.long),
+            "speech_word_lengths": torch.tensor(speech_word_lengths, dtype=torch.long)}
 
 
-def forward_batch(model, batch, hidden_after=None):
+def forward_batch(model, batch, hidden_after=None, audio_hidden_after=None):
     """Logits (B, T, V); with hidden_after = k also the hidden states of the image tokens after layer k,
-    (patches, D), in the order of batch["patches"]."""
+    (patches, D), in the order of batch["patches"]; with audio_hidden_after = j also those of the audio
+    tokens after layer j, (frames, D), in the order of batch["audio"]."""
+    if audio_hidden_after is not None:
+        emb_a = model.embed_audio(batch["audio"])
+        emb_v = model.embed_patches(batch["patches"], batch["xs"], batch["ys"])
+        rows = torch.cat([batch["audio_rows"], batch["patch_rows"]])
+        layers = (hidden_after or audio_hidden_after, audio_hidden_after)
+        logits, (hv, ha) = model(batch["ids"], rows, torch.cat([emb_a, emb_v]), batch["blocks"], batch["positions"],
+                                 batch["docs"], hidden_after=layers)
+        patch = hv.reshape(-1, hv.shape[-1])[batch["patch_rows"]] if hidden_after is not None else None
+        return logits, patch, ha.reshape(-1, ha.shape[-1])[batch["audio_rows"]]
     emb_a = model.embed_audio(batch["audio"])
     emb_v = model.embed_patches(batch["patches"], batch["xs"], batch["ys"])
     rows = torch.cat([batch["audio_rows"], batch["patch_rows"]])

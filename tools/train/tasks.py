@@ -133,6 +133,13 @@ def random_combined(rng, shapes):
             return q, a
 
 
+def spoken_words():
+    """Every word a speaker says (commands and scene questions), in a fixed order: the labels of the
+    training-only speech head (train.py --aux-speech), where label 0 is CTC's blank and word i is i + 1."""
+    texts = DIGITS + COLOURS + SHAPES + [p for p, _ in PHRASE_COMMANDS] + SCENE_QUESTIONS
+    return sorted({w for t in texts for w in t.split()})
+
+
 def vocabulary_words():
     """Every word that appears in prompts and answers (the tokenizer gives each its own token)."""
     words = set("user model system thought".split())

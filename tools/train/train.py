@@ -34,21 +34,69 @@ def build_tokenizer():
     return tokenizer_build.SmallTokenizer(tasks.vocabulary_words())
 
 
-def loss_and_stats(model, batch, aux=None):
-    """Next-token cross entropy; with aux = (head, layer, weight) plus weight x the cross entropy of a
-    linear head naming, from the hidden state after that layer of each image token whose patch holds a
-    shape's centre, that shape. The head is not part of the model: it only steers training. Returns (loss,
-    auxiliary loss or None)."""
-    if aux is None:
-        logits = layout.forward_batch(model, batch)
+def speech_ctc(head, audio_hidden, batch):
+    """CTC loss of a linear head reading each spoken turn's audio-token hidden states (frames, D) as the
+    words said (labels from layout.SPOKEN_WORDS, 0 = blank): per-frame supervision of what is heard, where
+    the answer's loss reaches the audio only through attention."""
+    starts, lengths = batch["speech_starts"], batch["speech_lengths"]
+    if len(starts) == 0:
+        return audio_hidden.sum() * 0
+    steps = torch.arange(int(lengths.max()))
+    index = torch.minimum(starts[:, None] + steps[None], (starts + lengths - 1)[:, None])  # (turns, frames)
+    log_probs = F.log_softmax(head(audio_hidden).float(), -1)[index]                      # (turns, frames, C)
+    return F.ctc_loss(log_probs.transpose(0, 1), batch["speech_words"], lengths, batch["speech_word_lengths"],
+                      blank=0, zero_infinity=True)
+
+
+def fit_speech_head(model, head, layer, tok, bank, noise, seed, batches=40, epochs=20):
+    """Starts the speech head as a linear probe of the model as it stands: its hidden states after `layer`
+    on `batches` spoken batches (seeded apart from the training stream) are taken once, frozen, and the head
+    alone is fitted to them. A random head's CTC loss is ~86 per word (its gradient would swamp the
+    answers' ~0.45 in the first joint steps); a probe of the step 24500 model starts at ~3.2."""
+    feats, metas = [], []
+    model.eval()
+    for i in range(batches):
+        rng, nrng = random.Random(seed * 7919 + i), np.random.default_rng([seed, 7919, i])
+        samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=[0.6, 0.0, 0.4]) for _ in range(16)]
+        batch = layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            _, _, audio_hidden = layout.forward_batch(model, batch, audio_hidden_after=layer)
+        feats.append(audio_hidden.float())
+        metas.append(batch)
+    model.train()
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for f, batch in zip(feats, metas):
+            loss = speech_ctc(head, f, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return loss.item()
+
+
+def loss_and_stats(model, batch, shape_aux=None, speech_aux=None):
+    """Next-token cross entropy, plus two optional training-only losses, each given as (head, layer,
+    weight): shape_aux adds weight x the cross entropy of a linear head naming, from the hidden state after
+    that layer of each image token whose patch holds a shape's centre, that shape; speech_aux adds weight x
+    speech_ctc on the audio tokens' hidden states after its layer. The heads are not part of the model:
+    they only steer training. Returns (loss, shape head loss or None, speech head loss or None)."""
+    shape_loss = speech_loss = None
+    if speech_aux is not None:
+        logits, patch_hidden, audio_hidden = layout.forward_batch(
+            model, batch, shape_aux[1] if shape_aux else None, speech_aux[1])
+    elif shape_aux is not None:
+        logits, patch_hidden = layout.forward_batch(model, batch, hidden_after=shape_aux[1])
     else:
-        logits, hidden = layout.forward_batch(model, batch, hidden_after=aux[1])
+        logits = layout.forward_batch(model, batch)
     labels = batch["labels"]
     loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-    if aux is None:
-        return loss, None
-    aux_loss = F.cross_entropy(aux[0](hidden).float(), batch["patch_labels"], ignore_index=-100)
-    return loss + aux[2] * aux_loss, aux_loss
+    if shape_aux is not None:
+        shape_loss = F.cross_entropy(shape_aux[0](patch_hidden).float(), batch["patch_labels"], ignore_index=-100)
+        loss = loss + shape_aux[2] * shape_loss
+    if speech_aux is not None:
+        speech_loss = speech_ctc(speech_aux[0], audio_hidden, batch)
+        loss = loss + speech_aux[2] * speech_loss
+    return loss, shape_loss, speech_loss
 
 
 @torch.no_grad()
@@ -138,7 +186,10 @@ def main():
                     help="frames not drawn at a camera size are drawn at this multiple of the patch grid (layout.py)")
     ap.add_argument("--aux-shape", type=float, default=0,
                     help="weight of the auxiliary per-patch shape loss (0 = off; loss_and_stats)")
-    ap.add_argument("--aux-layer", type=int, default=3, help="layer whose output the auxiliary head reads")
+    ap.add_argument("--aux-layer", type=int, default=3, help="layer whose output the auxiliary shape head reads")
+    ap.add_argument("--aux-speech", type=float, default=0,
+                    help="weight of the auxiliary CTC loss naming the spoken words from the audio tokens (0 = off)")
+    ap.add_argument("--aux-speech-layer", type=int, default=4, help="layer whose output the speech head reads")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -173,6 +224,11 @@ def main():
         head = torch.nn.Linear(cfg["text_config"]["hidden_size"], len(tasks.SHAPES))
         aux = (head, args.aux_layer, args.aux_shape)
         aux_opt = torch.optim.AdamW(head.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    speech_aux = None
+    if args.aux_speech > 0:
+        speech_head = torch.nn.Linear(cfg["text_config"]["hidden_size"], len(layout.SPOKEN_WORDS) + 1)
+        speech_aux = (speech_head, args.aux_speech_layer, args.aux_speech)
+        speech_opt = torch.optim.AdamW(speech_head.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     warmup = 200
     schedule = lambda step: min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps)))
     state_path = os.path.join(args.work, "train_state.pt")
@@ -186,10 +242,16 @@ def main():
         if aux is not None and "aux_head" in st:
             aux[0].load_state_dict(st["aux_head"])
             aux_opt.load_state_dict(st["aux_opt"])
+        if speech_aux is not None and "speech_head" in st:
+            speech_aux[0].load_state_dict(st["speech_head"])
+            speech_opt.load_state_dict(st["speech_opt"])
+        elif speech_aux is not None:
+            fitted = fit_speech_head(model, speech_aux[0], speech_aux[1], tok, bank, noise, args.seed)
+            print(f"speech head fitted to the model at step {step}: CTC loss {fitted:.3f}")
         print(f"resumed at step {step}")
 
     t0 = time.time()
-    losses, aux_losses = [], []
+    losses, aux_losses, speech_losses = [], [], []
     # Samples are generated and packed in a worker process (seeded from --seed and the step it resumes
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
@@ -199,24 +261,30 @@ def main():
     for batch in batches:
         if step >= last:
             break
-        for g in opt.param_groups + (aux_opt.param_groups if aux else []):
+        for g in opt.param_groups + (aux_opt.param_groups if aux else []) + (speech_opt.param_groups if speech_aux else []):
             g["lr"] = args.lr * schedule(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
-            loss, aux_loss = loss_and_stats(model, batch, aux)
+            loss, aux_loss, speech_loss = loss_and_stats(model, batch, aux, speech_aux)
         opt.zero_grad(set_to_none=True)
         if aux:
             aux_opt.zero_grad(set_to_none=True)
+        if speech_aux:
+            speech_opt.zero_grad(set_to_none=True)
         loss.float().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if aux:
             aux_opt.step()
+        if speech_aux:
+            speech_opt.step()
         losses.append(loss.item())
         aux_losses.append(aux_loss.item() if aux else 0.0)
+        speech_losses.append(speech_loss.item() if speech_aux else 0.0)
         step += 1
         if step % 25 == 0 or step <= 5:
             el = time.time() - t0
             shape = f" (shape head {np.mean(aux_losses[-25:]):.3f})" if aux else ""
+            shape += f" (speech head {np.mean(speech_losses[-25:]):.3f})" if speech_aux else ""
             print(f"step {step} loss {np.mean(losses[-25:]):.4f}{shape} lr {opt.param_groups[0]['lr']:.2e} "
                   f"T {batch['ids'].shape[1]} {el / 60:.1f} min", flush=True)
         done = bool(args.minutes) and (time.time() - t0) / 60 >= args.minutes
@@ -226,6 +294,8 @@ def main():
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}
             if aux:
                 state.update(aux_head=aux[0].state_dict(), aux_opt=aux_opt.state_dict())
+            if speech_aux:
+                state.update(speech_head=speech_aux[0].state_dict(), speech_opt=speech_opt.state_dict())
             torch.save(state, state_path)
             export(model, tok, cfg, args.out)
         if done:
