@@ -123,8 +123,9 @@ TASKS = ["command", "scene", "combined"]
 DEFAULT_MIX = [0.35, 0.25, 0.4]  # task shares of training turns, in TASKS order
 
 
-def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX):
-    """Appends one complete user turn and its answer; returns (task, answer)."""
+def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX, describe_share=0.7):
+    """Appends one complete user turn and its answer; returns (task, answer). A typed scene question is
+    "what do you see" with probability describe_share, else any scene question (that one included)."""
     kind = kind or rng.choices(TASKS, mix)[0]
     shapes = tasks.random_scene(rng)
     if kind == "command":
@@ -145,7 +146,7 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX)
                 shapes = tasks.random_scene(rng)
         camera = True
     else:
-        typed = tasks.SCENE_QUESTION if rng.random() < 0.7 else rng.choice(tasks.SCENE_QUESTIONS)
+        typed = tasks.SCENE_QUESTION if rng.random() < describe_share else rng.choice(tasks.SCENE_QUESTIONS)
         while (answer := tasks.answer_question(typed, shapes)) is None:
             shapes = tasks.random_scene(rng)
         camera = True
@@ -198,12 +199,12 @@ def command_answer(spoken):
     return spoken  # a colour or shape word is transcribed
 
 
-def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX):
+def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX, describe_share=0.7):
     s = Sample()
     s.token(tok.id("<bos>"))
     turns = turns or (2 if rng.random() < 0.2 else 1)
     for _ in range(turns):
-        add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix)
+        add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix, describe_share=describe_share)
     return s
 
 

@@ -142,9 +142,9 @@ def export(model, tok, cfg, out_dir):
 class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
-    def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1):
+    def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1, extra_describe=0.7):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
-        self.extra_scenes, self.render_scale = extra_scenes, render_scale
+        self.extra_scenes, self.render_scale, self.extra_describe = extra_scenes, render_scale, extra_describe
 
     def __iter__(self):
         torch.set_num_threads(1)
@@ -158,7 +158,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=self.mix) for _ in range(self.batch)]
             # Typed scene questions are short (~50 tokens against ~150 for a spoken turn), so extra ones add
             # many shape, colour and place labels for little compute.
-            samples += [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, turns=1, mix=[0, 1, 0])
+            samples += [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, turns=1, mix=[0, 1, 0],
+                                           describe_share=self.extra_describe)
                         for _ in range(self.extra_scenes)]
             yield layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
             step += 1
@@ -182,6 +183,9 @@ def main():
                     help="shares of command, scene and combined turns, e.g. 0.6,0.1,0.3 for a speech-heavy phase")
     ap.add_argument("--extra-scenes", type=int, default=0,
                     help="typed scene questions added to each step's batch (one short turn each)")
+    ap.add_argument("--extra-describe", type=float, default=0.7,
+                    help="share of the extra scene questions that are 'what do you see' (the rest: any scene "
+                         "question, e.g. 'is there a circle', which need one shape looked up)")
     ap.add_argument("--render-scale", type=int, default=1,
                     help="frames not drawn at a camera size are drawn at this multiple of the patch grid (layout.py)")
     ap.add_argument("--aux-shape", type=float, default=0,
@@ -256,7 +260,7 @@ def main():
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
-                    args.extra_scenes, args.render_scale), batch_size=None, num_workers=1, prefetch_factor=4)
+                    args.extra_scenes, args.render_scale, args.extra_describe), batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
         if step >= last:
