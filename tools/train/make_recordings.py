@@ -153,6 +153,13 @@ def eval_item(task, rng, nrng, noise):
         w.add_audio(background(1.6, noise, rng))
         w.texts.append((rng.uniform(400, 900), tasks.SCENE_QUESTION))
         expected.update(question=tasks.SCENE_QUESTION, answer=tasks.describe(shapes))
+    elif task == "lookup":  # a combined task's question typed: what is seen, apart from what is heard
+        question = rng.choice(tasks.SCENE_QUESTIONS[1:])
+        while tasks.answer_question(question, shapes) is None:  # asks about a kind shown twice
+            question = rng.choice(tasks.SCENE_QUESTIONS[1:])
+        w.add_audio(background(1.6, noise, rng))
+        w.texts.append((rng.uniform(400, 900), question))
+        expected.update(question=question, answer=tasks.answer_question(question, shapes))
     else:
         if task == "command":
             spoken, answer = tasks.random_command(rng)
@@ -168,7 +175,10 @@ def eval_item(task, rng, nrng, noise):
     return w, expected
 
 
-def make_eval(out, per_task, seed):
+EVAL_TASKS = ["command", "scene", "combined"]  # "lookup" (typed one-shape questions) on request
+
+
+def make_eval(out, per_task, seed, task_names=EVAL_TASKS):
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
     noise_path = os.path.join(HERE, "work", f"noise_eval_{seed}.npz")
     if not os.path.exists(noise_path):
@@ -178,7 +188,7 @@ def make_eval(out, per_task, seed):
     os.makedirs(out, exist_ok=True)
     settings = session_settings(48)
     i = 0
-    for task in ["command", "scene", "combined"]:
+    for task in task_names:
         for _ in range(per_task):
             w, expected = eval_item(task, rng, nrng, noise)
             item = os.path.join(out, f"{i:04d}-{task}")
@@ -217,9 +227,12 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--per-task", type=int, default=12)
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
+    ap.add_argument("--tasks", default=",".join(EVAL_TASKS),
+                    help="eval tasks in order; 'lookup' adds the combined questions typed, to tell seeing from "
+                         "hearing (listed last, it leaves the other items as they were)")
     args = ap.parse_args()
     if args.what == "eval":
-        make_eval(args.out, args.per_task, args.seed)
+        make_eval(args.out, args.per_task, args.seed, args.tasks.split(","))
     else:
         make_demo(args.out, args.seed)
 
