@@ -36,6 +36,7 @@ const char* const kLiveOptionsHelp =
     "                         default: the model's preprocessor_config.json max_soft_tokens, else 280\n"
     "  --fps F                video frames per second sampled into the model (default 1)\n"
     "  --vad-likelihood 0..3  VAD sensitivity (default 1); --hangover-ms N (default 600); --no-vad\n"
+    "  --vad-gate-db N        speech must be N dB above the room's noise floor (default 10; 0 = off)\n"
     "  --no-barge-in          let answers finish while the user speaks\n"
     "  --commentary S         answer every S seconds of input even without a question\n"
     "  --max-tokens N         answer length limit (default 256)\n"
@@ -50,7 +51,7 @@ const char* const kLiveOptionsHelp =
 
 const std::vector<std::string> kLiveOptionNames = {
     "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood",
-    "hangover-ms", "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context",
+    "hangover-ms", "vad-gate-db", "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context",
     "record", "metrics", "transcript", "duration"};
 const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
                                                  "no-status"};
@@ -96,6 +97,7 @@ LiveOptions parse_live_options(const Args& a) {
   s.vad.enabled = !a.flag("no-vad");
   s.vad.likelihood = a.get_int("vad-likelihood", 1);
   s.vad.hangover_ms = a.get_int("hangover-ms", 600);
+  s.vad.min_snr_db = float(a.get_double("vad-gate-db", 10.0));
   s.barge_in = !a.flag("no-barge-in");
   s.commentary_interval_s = a.get_double("commentary", 0);
   s.max_answer_tokens = a.get_int("max-tokens", 256);

@@ -757,7 +757,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     json td = nullptr;
     if (s.vad.enabled)
       td = {{"type", "server_vad"}, {"prefix_padding_ms", s.vad.preroll_ms}, {"silence_duration_ms", s.vad.hangover_ms},
-            {"create_response", true}, {"likelihood", s.vad.likelihood}, {"min_speech_ms", s.vad.min_speech_ms}};
+            {"create_response", true}, {"likelihood", s.vad.likelihood}, {"min_speech_ms", s.vad.min_speech_ms},
+            {"min_snr_db", s.vad.min_snr_db}};
     return {{"id", "sess_" + std::to_string(id_)},
             {"object", "realtime.session"},
             {"model", std::filesystem::path(srv_.model.dir()).filename().string()},
@@ -827,6 +828,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         if (td.contains("prefix_padding_ms")) live.vad.preroll_ms = int(number(td, "prefix_padding_ms", where, 0, 2000));
         if (td.contains("silence_duration_ms")) live.vad.hangover_ms = int(number(td, "silence_duration_ms", where, 0, 10000));
         if (td.contains("min_speech_ms")) live.vad.min_speech_ms = int(number(td, "min_speech_ms", where, 0, 5000));
+        if (td.contains("min_snr_db")) live.vad.min_snr_db = float(number(td, "min_snr_db", where, 0, 60));
       } else {
         throw ClientError{"invalid_value", "session.turn_detection must be an object or null"};
       }

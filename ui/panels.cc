@@ -452,6 +452,7 @@ void draw_info(UiState& ui, const Rect& r) {
       changed |= ImGui::Checkbox("voice activity detection", &edit.vad.enabled);
       changed |= ImGui::SliderInt("VAD sensitivity", &edit.vad.likelihood, 0, 3, "%d (0 = least speech, 3 = most)");
       changed |= ImGui::SliderInt("VAD hangover", &edit.vad.hangover_ms, 200, 2000, "%d ms");
+      changed |= ImGui::SliderFloat("VAD noise gate", &edit.vad.min_snr_db, 0.0f, 30.0f, "%.0f dB above the floor");
       changed |= ImGui::Checkbox("barge-in (speech stops an answer)", &edit.barge_in);
       float commentary = float(edit.commentary_interval_s);
       if (ImGui::SliderFloat("commentary", &commentary, 0.0f, 60.0f, commentary > 0 ? "every %.0f s" : "off")) {

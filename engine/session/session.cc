@@ -565,7 +565,8 @@ struct Session::Impl {
       const VadConfig& a = cfg.vad;
       const VadConfig& b = next.vad;
       const bool vad_changed = a.enabled != b.enabled || a.likelihood != b.likelihood || a.min_speech_ms != b.min_speech_ms ||
-                               a.hangover_ms != b.hangover_ms || a.preroll_ms != b.preroll_ms;
+                               a.hangover_ms != b.hangover_ms || a.preroll_ms != b.preroll_ms ||
+                               a.min_snr_db != b.min_snr_db;
       try {
         if (vad_changed) new_vad.emplace(b);
       } catch (const std::exception& e) {

@@ -69,7 +69,7 @@ static nlohmann::json live_settings_object(const LiveSettings& s) {
   return {{"image_budget", s.image_budget},
           {"video_fps", s.video_fps},
           {"vad", {{"enabled", s.vad.enabled}, {"likelihood", s.vad.likelihood}, {"min_speech_ms", s.vad.min_speech_ms},
-                   {"hangover_ms", s.vad.hangover_ms}, {"preroll_ms", s.vad.preroll_ms}}},
+                   {"hangover_ms", s.vad.hangover_ms}, {"preroll_ms", s.vad.preroll_ms}, {"min_snr_db", s.vad.min_snr_db}}},
           {"barge_in", s.barge_in},
           {"commentary_interval_s", s.commentary_interval_s},
           {"max_answer_tokens", s.max_answer_tokens},
@@ -155,6 +155,9 @@ void session_settings_from_json(const std::string& text, RuntimeConfig& rc, Sess
   field(v, "session.vad", "min_speech_ms", c.vad.min_speech_ms);
   field(v, "session.vad", "hangover_ms", c.vad.hangover_ms);
   field(v, "session.vad", "preroll_ms", c.vad.preroll_ms);
+  // Recordings made before the noise gate existed leave it out: they replay without it, as recorded.
+  c.vad.min_snr_db = 0.0f;
+  field(v, "session.vad", "min_snr_db", c.vad.min_snr_db);
   field(s, "session", "barge_in", c.barge_in);
   field(s, "session", "commentary_interval_s", c.commentary_interval_s);
   const nlohmann::json& sp = s.value("sampling", empty);

@@ -6,6 +6,7 @@
 #include <webrtc/modules/interface/module_common_types.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -55,6 +56,9 @@ void check_webrtc(int error, const char* call) {
 const VadConfig& checked(const VadConfig& config) {
   if (config.min_speech_ms < 0 || config.hangover_ms < 0 || config.preroll_ms < 0) {
     throw std::invalid_argument("VAD: min_speech_ms, hangover_ms and preroll_ms must be >= 0");
+  }
+  if (!(config.min_snr_db >= 0.0f && config.min_snr_db <= 60.0f)) {
+    throw std::invalid_argument("VAD: min_snr_db must be 0..60 dB, got " + std::to_string(config.min_snr_db));
   }
   return config;
 }
@@ -110,9 +114,14 @@ void SpeechDebouncer::reset() {
 // ---- VoiceActivityDetector ----------------------------------------------------------------------------
 
 struct VoiceActivityDetector::State {
-  explicit State(const VadConfig& config) : debouncer(config) {}
+  explicit State(const VadConfig& config) : debouncer(config), min_snr_db(config.min_snr_db) {}
 
   SpeechDebouncer debouncer;
+  float min_snr_db;
+  std::array<float, kNoiseFloorWindowFrames> recent_levels_db{};  // ring of the last frames' levels
+  int recent_count = 0;                                           // frames in the ring (up to its size)
+  int recent_next = 0;                                            // where the next level goes
+  float noise_floor_db = VoiceActivityDetector::kVadSilenceDb;
   std::unique_ptr<webrtc::AudioProcessing> apm;  // null when the config disables the detector
   webrtc::AudioFrame frame;                      // reused for every 10 ms sub-frame, so push_frame never allocates
   int warmup_frames_left = kWarmupFrames;        // frames whose WebRTC decision is still start-up noise
@@ -166,6 +175,10 @@ VadEvent VoiceActivityDetector::push_frame(const float* samples640, bool* raw_sp
   for (int i = 0; i < kVadFrameSamples; ++i) sum_squares += double(samples640[i]) * samples640[i];
   const double rms = std::sqrt(sum_squares / kVadFrameSamples);
   s.level_db = rms > 0.0 ? std::max(kVadSilenceDb, float(20.0 * std::log10(rms))) : kVadSilenceDb;
+  s.recent_levels_db[size_t(s.recent_next)] = s.level_db;
+  s.recent_next = (s.recent_next + 1) % kNoiseFloorWindowFrames;
+  s.recent_count = std::min(s.recent_count + 1, kNoiseFloorWindowFrames);
+  s.noise_floor_db = *std::min_element(s.recent_levels_db.begin(), s.recent_levels_db.begin() + s.recent_count);
 
   if (!s.apm) {
     if (raw_speech) *raw_speech = false;
@@ -184,10 +197,11 @@ VadEvent VoiceActivityDetector::push_frame(const float* samples640, bool* raw_sp
     check_webrtc(s.apm->ProcessStream(&s.frame), "ProcessStream");
     if (s.apm->voice_detection()->stream_has_voice()) ++speech_subframes;
   }
-  const bool webrtc_speech = speech_subframes >= kMinSpeechSubframes;
-  if (raw_speech) *raw_speech = webrtc_speech;
+  const bool loud_enough = s.min_snr_db <= 0.0f || s.level_db >= s.noise_floor_db + s.min_snr_db;
+  const bool gated_speech = speech_subframes >= kMinSpeechSubframes && loud_enough;
+  if (raw_speech) *raw_speech = gated_speech;
 
-  bool speech = webrtc_speech;
+  bool speech = gated_speech;
   if (s.warmup_frames_left > 0) {
     --s.warmup_frames_left;
     speech = false;
@@ -199,6 +213,8 @@ bool VoiceActivityDetector::in_speech() const { return state_->debouncer.in_spee
 
 float VoiceActivityDetector::level_db() const { return state_->level_db; }
 
+float VoiceActivityDetector::noise_floor_db() const { return state_->noise_floor_db; }
+
 int VoiceActivityDetector::preroll_frames() const { return state_->debouncer.preroll_frames(); }
 
 int VoiceActivityDetector::max_preroll_frames() const { return state_->debouncer.max_preroll_frames(); }
@@ -208,6 +224,8 @@ void VoiceActivityDetector::reset() {
   s.debouncer.reset();
   s.warmup_frames_left = kWarmupFrames;
   s.level_db = kVadSilenceDb;
+  s.recent_count = s.recent_next = 0;
+  s.noise_floor_db = kVadSilenceDb;
   s.reset_webrtc();
 }
 

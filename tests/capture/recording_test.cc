@@ -791,6 +791,23 @@ TEST(RecordingWriterTest, FullQueueDropsAreCountedAndRecorded) {
   fs::remove_all(dir);
 }
 
+// The VAD's noise gate is recorded; recordings from before it existed replay without it (0), as recorded.
+TEST_F(RecordingTest, VadNoiseGateIsRecordedAndOldRecordingsReplayWithout) {
+  SessionConfig gated = config();
+  gated.vad.min_snr_db = 14.0f;
+  RuntimeConfig rc = runtime();
+  const std::string json = session_settings_json(*model_, rc, gated);
+  SessionConfig back;
+  session_settings_from_json(json, rc, back);
+  EXPECT_EQ(back.vad.min_snr_db, 14.0f);
+  nlohmann::json old = nlohmann::json::parse(json);
+  old["session"]["vad"].erase("min_snr_db");
+  SessionConfig fresh;  // its default is the gate on (10 dB): the absent field must still read as 0
+  ASSERT_GT(fresh.vad.min_snr_db, 0.0f);
+  session_settings_from_json(old.dump(), rc, fresh);
+  EXPECT_EQ(fresh.vad.min_snr_db, 0.0f);
+}
+
 }  // namespace
 }  // namespace conflux
 

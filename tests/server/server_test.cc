@@ -345,7 +345,10 @@ TEST_F(ServerTest, ServerVadEndsTheTurnAndAnswers) {
   RealtimeClient c(client_options(server));
   const json created = c.read_until("session.created", 10s);
   ASSERT_EQ(created["session"]["turn_detection"]["type"], "server_vad");
-  c.send({{"type", "session.update"}, {"session", {{"max_response_output_tokens", 6}}}});
+  EXPECT_EQ(created["session"]["turn_detection"]["min_snr_db"], 10.0) << "the noise gate is on by default";
+  c.send({{"type", "session.update"},
+          {"session", {{"max_response_output_tokens", 6}, {"turn_detection", {{"type", "server_vad"}, {"min_snr_db", 12}}}}}});
+  EXPECT_EQ(c.read_until("session.updated", 10s)["session"]["turn_detection"]["min_snr_db"], 12.0);
   for (size_t off = 0; off < pcm.size(); off += 3200) c.send_binary(pcm.data() + off, std::min<size_t>(3200, pcm.size() - off));
   const json started = c.read_until("input_audio_buffer.speech_started", 30s);
   const json stopped = c.read_until("input_audio_buffer.speech_stopped", 30s);

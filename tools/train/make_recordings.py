@@ -58,7 +58,7 @@ def session_settings(max_answer_tokens):
                          "suppress_tokens": [tok.id("<image|>"), tok.id("<audio|>")], "temperature": 0.0,
                          "top_k": 0, "top_p": 1.0},
             "system_prompt": "",
-            "vad": {"enabled": True, "hangover_ms": 600, "likelihood": 1, "min_speech_ms": 120, "preroll_ms": 200},
+            "vad": {"enabled": True, "hangover_ms": 600, "likelihood": 1, "min_speech_ms": 120, "preroll_ms": 200, "min_snr_db": 10.0},
             "video_fps": 1.0, "video_queue_frames": 4, "video_queue_waits": True},
     }
 
