@@ -123,9 +123,12 @@ TASKS = ["command", "scene", "combined"]
 DEFAULT_MIX = [0.35, 0.25, 0.4]  # task shares of training turns, in TASKS order
 
 
-def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX, describe_share=0.7):
+def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX, describe_share=0.7,
+             spoken_describe_share=None):
     """Appends one complete user turn and its answer; returns (task, answer). A typed scene question is
-    "what do you see" with probability describe_share, else any scene question (that one included)."""
+    "what do you see" with probability describe_share, else any scene question (that one included). A
+    spoken (combined) question is a random scene question of the bank, or, with spoken_describe_share
+    set, "what do you see" with that probability (the bank holds it in ~1 of 9 scene questions)."""
     kind = kind or rng.choices(TASKS, mix)[0]
     shapes = tasks.random_scene(rng)
     if kind == "command":
@@ -137,13 +140,16 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
         answer = command_answer(spoken)
         camera = rng.random() < 0.5
     elif kind == "combined":
-        while True:
-            i = rng.randrange(len(bank.texts))
-            if bank.texts[i] in tasks.SCENE_QUESTIONS:
-                answer = tasks.answer_question(bank.texts[i], shapes)
-                if answer is not None:
-                    break
-                shapes = tasks.random_scene(rng)
+        if spoken_describe_share is not None and rng.random() < spoken_describe_share:
+            i = rng.choice(bank.by_text[tasks.SCENE_QUESTION])
+        else:
+            while True:
+                i = rng.randrange(len(bank.texts))
+                if bank.texts[i] in tasks.SCENE_QUESTIONS:
+                    if tasks.answer_question(bank.texts[i], shapes) is not None:
+                        break
+                    shapes = tasks.random_scene(rng)
+        answer = tasks.answer_question(bank.texts[i], shapes)
         camera = True
     else:
         typed = tasks.SCENE_QUESTION if rng.random() < describe_share else rng.choice(tasks.SCENE_QUESTIONS)
@@ -199,12 +205,14 @@ def command_answer(spoken):
     return spoken  # a colour or shape word is transcribed
 
 
-def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX, describe_share=0.7):
+def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX, describe_share=0.7,
+                spoken_describe_share=None):
     s = Sample()
     s.token(tok.id("<bos>"))
     turns = turns or (2 if rng.random() < 0.2 else 1)
     for _ in range(turns):
-        add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix, describe_share=describe_share)
+        add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix, describe_share=describe_share,
+                 spoken_describe_share=spoken_describe_share)
     return s
 
 
