@@ -35,6 +35,7 @@ class Sample:
         self.patch_xy = []
         self.patch_labels = []  # per image: (N,) long, the shape whose centre is in each patch, or None
         self.utterances = []    # per spoken turn: (index of its first frame in self.audio, frames, word labels)
+        self.summaries = []     # per turn with a frame: (position of the last prompt token, summary_labels())
         self.n_blocks = 0
 
     def text(self, tok, s, learn=False):
@@ -190,10 +191,29 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
     s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
     # The first answer token is predicted from the last prompt token, so the prompt's last target is on.
     s.targets[-1] = True
+    if camera:
+        s.summaries.append((len(s.ids) - 1, summary_labels(shapes)))
     s.text(tok, answer, learn=True)
     s.token(tok.id("<turn|>"), learn=False)
     s.text(tok, "\n")
     return kind, answer
+
+
+SUMMARY_OUTPUTS = 2 * len(tasks.SHAPES)  # per kind: its colour, then per kind: its cell
+SUMMARY_CLASSES = 1 + len(tasks.POSITION_PHRASES)  # 0 = the kind is absent; colours use 1..6, cells 1..9
+
+
+def summary_labels(shapes):
+    """(6,) long: for each kind, 0 if absent, else 1 + its colour's index; then for each kind, 0 if absent,
+    else 1 + its cell (raster order); -100 (not scored) for a kind shown twice or more, which no question
+    asks about. The targets of the training-only scene-summary head (train.py --aux-summary)."""
+    cells = sorted(tasks.POSITION_PHRASES)
+    colour, cell = [], []
+    for kind in tasks.SHAPES:
+        found = [x for x in shapes if x.kind == kind]
+        colour.append(-100 if len(found) > 1 else 1 + tasks.COLOURS.index(found[0].colour) if found else 0)
+        cell.append(-100 if len(found) > 1 else 1 + cells.index(found[0].cell) if found else 0)
+    return colour + cell
 
 
 def command_answer(spoken):
@@ -237,6 +257,7 @@ def collate(samples, pad_id, row_tokens=None):
     docs = torch.full((B, T), -1, dtype=torch.long)
     audio_rows, audio, patch_rows, patches, xs, ys, plabels = [], [], [], [], [], [], []
     speech_starts, speech_lengths, speech_words, speech_word_lengths = [], [], [], []
+    summary_rows, summary = [], []
     block_base, doc = 0, 0
     for b, row in enumerate(rows):
         at = 0
@@ -259,6 +280,9 @@ def collate(samples, pad_id, row_tokens=None):
                 speech_words += words
                 speech_word_lengths.append(len(words))
             audio += s.audio
+            for pos, scene_summary in s.summaries:
+                summary_rows.append(b * T + at + pos)
+                summary.append(scene_summary)
             for pos, p, (x, y), lab in zip(s.patch_pos, s.patches, s.patch_xy, s.patch_labels):
                 patch_rows += list(range(b * T + at + pos, b * T + at + pos + p.shape[0]))
                 patches.append(p)
@@ -278,28 +302,22 @@ def collate(samples, pad_id, row_tokens=None):
             "speech_starts": torch.tensor(speech_starts, dtype=torch.long),
             "speech_lengths": torch.tensor(speech_lengths, dtype=torch.long),
             "speech_words": torch.tensor(speech_words, dtype=torch.long),
-            "speech_word_lengths": torch.tensor(speech_word_lengths, dtype=torch.long)}
+            "speech_word_lengths": torch.tensor(speech_word_lengths, dtype=torch.long),
+            # turns with a frame: the last prompt token's flat row and the scene's summary_labels()
+            "summary_rows": torch.tensor(summary_rows, dtype=torch.long),
+            "summary_labels": torch.tensor(summary, dtype=torch.long).view(-1, SUMMARY_OUTPUTS)}
 
 
-def forward_batch(model, batch, hidden_after=None, audio_hidden_after=None):
-    """Logits (B, T, V); with hidden_after = k also the hidden states of the image tokens after layer k,
-    (patches, D), in the order of batch["patches"]; with audio_hidden_after = j also those of the audio
-    tokens after layer j, (frames, D), in the order of batch["audio"]."""
-    if audio_hidden_after is not None:
-        emb_a = model.embed_audio(batch["audio"])
-        emb_v = model.embed_patches(batch["patches"], batch["xs"], batch["ys"])
-        rows = torch.cat([batch["audio_rows"], batch["patch_rows"]])
-        layers = (hidden_after or audio_hidden_after, audio_hidden_after)
-        logits, (hv, ha) = model(batch["ids"], rows, torch.cat([emb_a, emb_v]), batch["blocks"], batch["positions"],
-                                 batch["docs"], hidden_after=layers)
-        patch = hv.reshape(-1, hv.shape[-1])[batch["patch_rows"]] if hidden_after is not None else None
-        return logits, patch, ha.reshape(-1, ha.shape[-1])[batch["audio_rows"]]
+def forward_batch(model, batch, taps=None):
+    """Logits (B, T, V); with taps = {name: (layer, rows)} also {name: hidden states after that layer at
+    the flat rows batch[rows] (e.g. "patch_rows": image tokens in the order of batch["patches"])}, for the
+    training-only heads."""
     emb_a = model.embed_audio(batch["audio"])
     emb_v = model.embed_patches(batch["patches"], batch["xs"], batch["ys"])
     rows = torch.cat([batch["audio_rows"], batch["patch_rows"]])
-    out = model(batch["ids"], rows, torch.cat([emb_a, emb_v]), batch["blocks"], batch["positions"], batch["docs"],
-                hidden_after=hidden_after)
-    if hidden_after is None:
-        return out
-    logits, hidden = out
-    return logits, hidden.reshape(-1, hidden.shape[-1])[batch["patch_rows"]]
+    args = (batch["ids"], rows, torch.cat([emb_a, emb_v]), batch["blocks"], batch["positions"], batch["docs"])
+    if not taps:
+        return model(*args)
+    names = list(taps)
+    logits, hidden = model(*args, hidden_after=tuple(taps[n][0] for n in names))
+    return logits, {n: h.reshape(-1, h.shape[-1])[batch[taps[n][1]]] for n, h in zip(names, hidden)}

@@ -48,6 +48,31 @@ def speech_ctc(head, audio_hidden, batch):
                       blank=0, zero_infinity=True)
 
 
+def summary_loss(head, hidden, batch):
+    """Cross entropy of a linear head reading, from the last prompt token of each turn with a frame, the
+    scene's summary (layout.summary_labels: each kind's colour and cell, or absent): what the one-shape
+    questions ("is there a circle", "what colour is the square") need gathered at the answer."""
+    logits = head(hidden).float().view(-1, layout.SUMMARY_OUTPUTS, layout.SUMMARY_CLASSES)
+    return F.cross_entropy(logits.reshape(-1, layout.SUMMARY_CLASSES), batch["summary_labels"].reshape(-1),
+                           ignore_index=-100)
+
+
+class AuxHead:
+    """A training-only linear head (not part of the model: it only steers training). It reads the hidden
+    states after `layer` at the rows batch[rows] and adds weight x loss(head, states, batch) to the loss.
+    Its parameters and optimizer live in the training state under `key` and `key_opt`."""
+
+    def __init__(self, name, key, width, classes, layer, weight, rows, loss, lr):
+        self.name, self.key, self.layer, self.weight, self.rows, self.loss = name, key, layer, weight, rows, loss
+        self.head = torch.nn.Linear(width, classes)
+        self.opt = torch.optim.AdamW(self.head.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-8)
+
+
+def shape_loss(head, hidden, batch):
+    """Names, from each image token whose patch holds a shape's centre, that shape."""
+    return F.cross_entropy(head(hidden).float(), batch["patch_labels"], ignore_index=-100)
+
+
 def fit_speech_head(model, head, layer, tok, bank, noise, seed, batches=40, epochs=20):
     """Starts the speech head as a linear probe of the model as it stands: its hidden states after `layer`
     on `batches` spoken batches (seeded apart from the training stream) are taken once, frozen, and the head
@@ -60,8 +85,8 @@ def fit_speech_head(model, head, layer, tok, bank, noise, seed, batches=40, epoc
         samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=[0.6, 0.0, 0.4]) for _ in range(16)]
         batch = layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            _, _, audio_hidden = layout.forward_batch(model, batch, audio_hidden_after=layer)
-        feats.append(audio_hidden.float())
+            _, hidden = layout.forward_batch(model, batch, {"speech": (layer, "audio_rows")})
+        feats.append(hidden["speech"].float())
         metas.append(batch)
     model.train()
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
@@ -74,29 +99,19 @@ def fit_speech_head(model, head, layer, tok, bank, noise, seed, batches=40, epoc
     return loss.item()
 
 
-def loss_and_stats(model, batch, shape_aux=None, speech_aux=None):
-    """Next-token cross entropy, plus two optional training-only losses, each given as (head, layer,
-    weight): shape_aux adds weight x the cross entropy of a linear head naming, from the hidden state after
-    that layer of each image token whose patch holds a shape's centre, that shape; speech_aux adds weight x
-    speech_ctc on the audio tokens' hidden states after its layer. The heads are not part of the model:
-    they only steer training. Returns (loss, shape head loss or None, speech head loss or None)."""
-    shape_loss = speech_loss = None
-    if speech_aux is not None:
-        logits, patch_hidden, audio_hidden = layout.forward_batch(
-            model, batch, shape_aux[1] if shape_aux else None, speech_aux[1])
-    elif shape_aux is not None:
-        logits, patch_hidden = layout.forward_batch(model, batch, hidden_after=shape_aux[1])
+def loss_and_stats(model, batch, heads=()):
+    """Next-token cross entropy plus each AuxHead's weighted loss. Returns (loss, {head name: its loss})."""
+    if not heads:
+        logits, hidden = layout.forward_batch(model, batch), {}
     else:
-        logits = layout.forward_batch(model, batch)
+        logits, hidden = layout.forward_batch(model, batch, {h.name: (h.layer, h.rows) for h in heads})
     labels = batch["labels"]
     loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-    if shape_aux is not None:
-        shape_loss = F.cross_entropy(shape_aux[0](patch_hidden).float(), batch["patch_labels"], ignore_index=-100)
-        loss = loss + shape_aux[2] * shape_loss
-    if speech_aux is not None:
-        speech_loss = speech_ctc(speech_aux[0], audio_hidden, batch)
-        loss = loss + speech_aux[2] * speech_loss
-    return loss, shape_loss, speech_loss
+    aux_losses = {}
+    for h in heads:
+        aux_losses[h.name] = h.loss(h.head, hidden[h.name], batch)
+        loss = loss + h.weight * aux_losses[h.name]
+    return loss, aux_losses
 
 
 @torch.no_grad()
@@ -200,6 +215,10 @@ def main():
     ap.add_argument("--aux-speech", type=float, default=0,
                     help="weight of the auxiliary CTC loss naming the spoken words from the audio tokens (0 = off)")
     ap.add_argument("--aux-speech-layer", type=int, default=4, help="layer whose output the speech head reads")
+    ap.add_argument("--aux-summary", type=float, default=0,
+                    help="weight of the auxiliary loss naming, at the last prompt token, each kind's colour and cell "
+                         "(or absent) in the turn's frame (0 = off; summary_loss)")
+    ap.add_argument("--aux-summary-layer", type=int, default=5, help="layer whose output the summary head reads")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -229,16 +248,17 @@ def main():
         (decay if p.dim() >= 2 and "pos_embedding" not in name else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
-    aux = None
+    D = cfg["text_config"]["hidden_size"]
+    heads = []  # the training-only heads; keys as earlier runs saved them, so their states resume
     if args.aux_shape > 0:
-        head = torch.nn.Linear(cfg["text_config"]["hidden_size"], len(tasks.SHAPES))
-        aux = (head, args.aux_layer, args.aux_shape)
-        aux_opt = torch.optim.AdamW(head.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
-    speech_aux = None
+        heads.append(AuxHead("shape", "aux_head", D, len(tasks.SHAPES), args.aux_layer, args.aux_shape,
+                             "patch_rows", shape_loss, args.lr))
     if args.aux_speech > 0:
-        speech_head = torch.nn.Linear(cfg["text_config"]["hidden_size"], len(layout.SPOKEN_WORDS) + 1)
-        speech_aux = (speech_head, args.aux_speech_layer, args.aux_speech)
-        speech_opt = torch.optim.AdamW(speech_head.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+        heads.append(AuxHead("speech", "speech_head", D, len(layout.SPOKEN_WORDS) + 1, args.aux_speech_layer,
+                             args.aux_speech, "audio_rows", speech_ctc, args.lr))
+    if args.aux_summary > 0:
+        heads.append(AuxHead("summary", "summary_head", D, layout.SUMMARY_OUTPUTS * layout.SUMMARY_CLASSES,
+                             args.aux_summary_layer, args.aux_summary, "summary_rows", summary_loss, args.lr))
     warmup = 200
     schedule = lambda step: min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps)))
     state_path = os.path.join(args.work, "train_state.pt")
@@ -249,19 +269,17 @@ def main():
         opt.load_state_dict(st["opt"])
         step = st["step"]
         torch.set_rng_state(st["torch_rng"])
-        if aux is not None and "aux_head" in st:
-            aux[0].load_state_dict(st["aux_head"])
-            aux_opt.load_state_dict(st["aux_opt"])
-        if speech_aux is not None and "speech_head" in st:
-            speech_aux[0].load_state_dict(st["speech_head"])
-            speech_opt.load_state_dict(st["speech_opt"])
-        elif speech_aux is not None:
-            fitted = fit_speech_head(model, speech_aux[0], speech_aux[1], tok, bank, noise, args.seed)
-            print(f"speech head fitted to the model at step {step}: CTC loss {fitted:.3f}")
+        for h in heads:
+            if h.key in st:
+                h.head.load_state_dict(st[h.key])
+                h.opt.load_state_dict(st[h.key.replace("head", "opt")])
+            elif h.name == "speech":
+                fitted = fit_speech_head(model, h.head, h.layer, tok, bank, noise, args.seed)
+                print(f"speech head fitted to the model at step {step}: CTC loss {fitted:.3f}")
         print(f"resumed at step {step}")
 
     t0 = time.time()
-    losses, aux_losses, speech_losses = [], [], []
+    losses, aux_losses = [], {h.name: [] for h in heads}
     # Samples are generated and packed in a worker process (seeded from --seed and the step it resumes
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
@@ -271,41 +289,35 @@ def main():
     for batch in batches:
         if step >= last:
             break
-        for g in opt.param_groups + (aux_opt.param_groups if aux else []) + (speech_opt.param_groups if speech_aux else []):
+        for g in opt.param_groups + [g for h in heads for g in h.opt.param_groups]:
             g["lr"] = args.lr * schedule(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
-            loss, aux_loss, speech_loss = loss_and_stats(model, batch, aux, speech_aux)
+            loss, head_losses = loss_and_stats(model, batch, heads)
         opt.zero_grad(set_to_none=True)
-        if aux:
-            aux_opt.zero_grad(set_to_none=True)
-        if speech_aux:
-            speech_opt.zero_grad(set_to_none=True)
+        for h in heads:
+            h.opt.zero_grad(set_to_none=True)
         loss.float().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if aux:
-            aux_opt.step()
-        if speech_aux:
-            speech_opt.step()
+        for h in heads:
+            h.opt.step()
         losses.append(loss.item())
-        aux_losses.append(aux_loss.item() if aux else 0.0)
-        speech_losses.append(speech_loss.item() if speech_aux else 0.0)
+        for h in heads:
+            aux_losses[h.name].append(head_losses[h.name].item())
         step += 1
         if step % 25 == 0 or step <= 5:
             el = time.time() - t0
-            shape = f" (shape head {np.mean(aux_losses[-25:]):.3f})" if aux else ""
-            shape += f" (speech head {np.mean(speech_losses[-25:]):.3f})" if speech_aux else ""
-            print(f"step {step} loss {np.mean(losses[-25:]):.4f}{shape} lr {opt.param_groups[0]['lr']:.2e} "
+            shown = "".join(f" ({h.name} head {np.mean(aux_losses[h.name][-25:]):.3f})" for h in heads)
+            print(f"step {step} loss {np.mean(losses[-25:]):.4f}{shown} lr {opt.param_groups[0]['lr']:.2e} "
                   f"T {batch['ids'].shape[1]} {el / 60:.1f} min", flush=True)
         done = bool(args.minutes) and (time.time() - t0) / 60 >= args.minutes
         done = done or step == last
         if step % args.eval_every == 0 or step == args.steps or done:
             print(f"step {step} check exact match {exact_match(model, check, tok.id('<pad>'))}", flush=True)
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}
-            if aux:
-                state.update(aux_head=aux[0].state_dict(), aux_opt=aux_opt.state_dict())
-            if speech_aux:
-                state.update(speech_head=speech_aux[0].state_dict(), speech_opt=speech_opt.state_dict())
+            for h in heads:
+                state[h.key] = h.head.state_dict()
+                state[h.key.replace("head", "opt")] = h.opt.state_dict()
             torch.save(state, state_path)
             export(model, tok, cfg, args.out)
         if done:
