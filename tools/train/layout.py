@@ -124,12 +124,28 @@ TASKS = ["command", "scene", "combined"]
 DEFAULT_MIX = [0.35, 0.25, 0.4]  # task shares of training turns, in TASKS order
 
 
+def quiet_audio(s, tok, noise, rng, frames):
+    """An audio segment of `frames` frames of room noise at a low level (RMS 0.0005-0.005): filler that
+    puts audio tokens between a frame and a typed question, as a spoken question puts its words there."""
+    track = noise[rng.choice(speech.NOISE_KINDS)]
+    start = rng.randrange(len(track) - frames * FRAME)
+    x = track[start:start + frames * FRAME]
+    x = (x / (np.sqrt(np.mean(x ** 2)) + 1e-12) * rng.uniform(0.0005, 0.005)).astype(np.float32)
+    s.token(tok.id("<|audio>"))
+    for f in x.reshape(frames, FRAME):
+        s.audio_frame(tok, f)
+    s.token(tok.id("<audio|>"))
+
+
 def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX, describe_share=0.7,
-             spoken_describe_share=None):
+             spoken_describe_share=None, audio_gap_max=0):
     """Appends one complete user turn and its answer; returns (task, answer). A typed scene question is
     "what do you see" with probability describe_share, else any scene question (that one included). A
     spoken (combined) question is a random scene question of the bank, or, with spoken_describe_share
-    set, "what do you see" with that probability (the bank holds it in ~1 of 9 scene questions)."""
+    set, "what do you see" with that probability (the bank holds it in ~1 of 9 scene questions). With
+    audio_gap_max, a typed scene question comes after 0..audio_gap_max frames of quiet_audio: at step 24500
+    10 such frames took the typed description from 71% to 0% (teacher-forced), which is why the spoken one,
+    whose words stand there, fails."""
     kind = kind or rng.choices(TASKS, mix)[0]
     shapes = tasks.random_scene(rng)
     if kind == "command":
@@ -162,6 +178,9 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
     s.text(tok, "user\n")
     if kind == "scene":
         s.image(tok, *camera_frames(shapes, nrng, 1, budget)[0])
+        gap = rng.randint(0, audio_gap_max) if audio_gap_max else 0
+        if gap:
+            quiet_audio(s, tok, noise, rng, gap)
         s.text(tok, typed)
     else:
         frames = speech_frames(bank, i, noise, rng)
@@ -226,13 +245,13 @@ def command_answer(spoken):
 
 
 def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX, describe_share=0.7,
-                spoken_describe_share=None):
+                spoken_describe_share=None, audio_gap_max=0):
     s = Sample()
     s.token(tok.id("<bos>"))
     turns = turns or (2 if rng.random() < 0.2 else 1)
     for _ in range(turns):
         add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix, describe_share=describe_share,
-                 spoken_describe_share=spoken_describe_share)
+                 spoken_describe_share=spoken_describe_share, audio_gap_max=audio_gap_max)
     return s
 
 

@@ -158,10 +158,10 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
     def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1, extra_describe=0.7,
-                 spoken_describe=None):
+                 spoken_describe=None, extra_gap=0):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
         self.extra_scenes, self.render_scale, self.extra_describe = extra_scenes, render_scale, extra_describe
-        self.spoken_describe = spoken_describe
+        self.spoken_describe, self.extra_gap = spoken_describe, extra_gap
 
     def __iter__(self):
         torch.set_num_threads(1)
@@ -177,7 +177,7 @@ class BatchStream(torch.utils.data.IterableDataset):
             # Typed scene questions are short (~50 tokens against ~150 for a spoken turn), so extra ones add
             # many shape, colour and place labels for little compute.
             samples += [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, turns=1, mix=[0, 1, 0],
-                                           describe_share=self.extra_describe)
+                                           describe_share=self.extra_describe, audio_gap_max=self.extra_gap)
                         for _ in range(self.extra_scenes)]
             yield layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
             step += 1
@@ -207,6 +207,8 @@ def main():
     ap.add_argument("--spoken-describe", type=float, default=None,
                     help="share of the spoken scene questions that are 'what do you see' (default: the bank's, "
                          "~1 in 9; at step 24500 the spoken one was 8%% right, teacher-forced, against 75%% typed)")
+    ap.add_argument("--extra-gap", type=int, default=0,
+                    help="the extra typed scene questions come after 0..N frames of quiet room audio (layout.add_turn)")
     ap.add_argument("--render-scale", type=int, default=1,
                     help="frames not drawn at a camera size are drawn at this multiple of the patch grid (layout.py)")
     ap.add_argument("--aux-shape", type=float, default=0,
@@ -284,7 +286,8 @@ def main():
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
-                    args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe), batch_size=None, num_workers=1, prefetch_factor=4)
+                    args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe, args.extra_gap),
+        batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
         if step >= last:
