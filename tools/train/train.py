@@ -60,10 +60,12 @@ def summary_loss(head, hidden, batch):
 class AuxHead:
     """A training-only linear head (not part of the model: it only steers training). It reads the hidden
     states after `layer` at the rows batch[rows] and adds weight x loss(head, states, batch) to the loss.
-    Its parameters and optimizer live in the training state under `key` and `key_opt`."""
+    Its parameters and optimizer live in the training state under `key` and `opt_key` (the names the
+    first runs used: "aux_head" / "aux_opt" for the shape head)."""
 
     def __init__(self, name, key, width, classes, layer, weight, rows, loss, lr):
         self.name, self.key, self.layer, self.weight, self.rows, self.loss = name, key, layer, weight, rows, loss
+        self.opt_key = key.replace("head", "opt")
         self.head = torch.nn.Linear(width, classes)
         self.opt = torch.optim.AdamW(self.head.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-8)
 
@@ -274,7 +276,7 @@ def main():
         for h in heads:
             if h.key in st:
                 h.head.load_state_dict(st[h.key])
-                h.opt.load_state_dict(st[h.key.replace("head", "opt")])
+                h.opt.load_state_dict(st[h.opt_key])
             elif h.name == "speech":
                 fitted = fit_speech_head(model, h.head, h.layer, tok, bank, noise, args.seed)
                 print(f"speech head fitted to the model at step {step}: CTC loss {fitted:.3f}")
@@ -320,7 +322,7 @@ def main():
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}
             for h in heads:
                 state[h.key] = h.head.state_dict()
-                state[h.key.replace("head", "opt")] = h.opt.state_dict()
+                state[h.opt_key] = h.opt.state_dict()
             torch.save(state, state_path)
             export(model, tok, cfg, args.out)
         if done:
