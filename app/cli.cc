@@ -90,6 +90,7 @@ LoadOptions load_options(const Args& args) {
       throw CliError("--quantize: " + std::string(e.what()));
     }
   }
+  o.map_weights = args.flag("mmap");
   return o;
 }
 

@@ -57,6 +57,7 @@ const char* kUsage =
     "                       (the live case: attention reads --prompt-tokens more cached positions)\n"
     "  --repeats N          runs per measurement, median reported (default 3)\n"
     "  --kv-cache f32|bf16  KV cache entries (default bf16, 2 bytes as llama-bench's default f16 cache)\n"
+    "  --mmap               read weights already in a run's format in place from the file mapping\n"
     "  --piece-rows N       rows per matmul inside a prefill chunk (default 64; up to 512 trades\n"
     "                       activation memory for fewer passes over the weights)\n"
     "  --json               print one JSON object instead of the table: bandwidth_gb_s (the most threads'),\n"
@@ -334,7 +335,7 @@ int positive_option(const Args& args, const std::string& name, int fallback) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  Args args(argc, argv, {"json", "encoder-baseline"});
+  Args args(argc, argv, {"json", "encoder-baseline", "mmap"});
   if (args.help()) {
     std::fputs(kUsage, stdout);
     return 0;
@@ -349,7 +350,7 @@ int cmd_bench(int argc, char** argv) {
   }
   if (args.get_or("scenario", "engine") != "engine") throw CliError("--scenario must be engine or live");
   args.reject_unknown({"model", "scenario", "threads", "prompt-tokens", "decode-tokens", "decode-from", "repeats", "json",
-                       "formats", "bandwidth-mib", "piece-rows", "kv-cache"});
+                       "formats", "bandwidth-mib", "piece-rows", "kv-cache", "mmap"});
   BenchSettings settings;
   settings.prompt_tokens = positive_option(args, "prompt-tokens", kDefaultPromptTokens);
   settings.decode_tokens = positive_option(args, "decode-tokens", kDefaultDecodeTokens);
@@ -376,6 +377,7 @@ int cmd_bench(int argc, char** argv) {
     if (formats.empty()) throw CliError("--formats lists no format");
   }
   const bool as_json = args.flag("json");
+  const bool map_weights = args.flag("mmap");
   const std::string model_dir = args.require("model");
   const std::string load_before = load_average();
 
@@ -395,9 +397,15 @@ int cmd_bench(int argc, char** argv) {
     return 0.0;
   };
 
-  // 2. Each format: converted at load (or mapped as stored), then every thread count.
+  // 2. Each format: converted (or copied as stored) at load, or with --mmap read in place where it is
+  // already in that format; then every thread count.
   std::vector<ThreadRun> runs;
   std::string stored_dtype;
+  {
+    LoadOptions mapped;  // only reads the header: nothing is copied
+    mapped.map_weights = true;
+    stored_dtype = std::string(dtype_name(Model::load(model_dir, mapped)->weight_dtype()));
+  }
   size_t kv_bytes = 0;
   bool peak_is_per_format = true;
   std::vector<double> baseline_rss;
@@ -405,14 +413,10 @@ int cmd_bench(int argc, char** argv) {
     malloc_trim(0);  // hand freed heap back first, so the reset high-water mark starts from what is live
     peak_is_per_format = reset_peak_rss() && peak_is_per_format;
     baseline_rss.push_back(current_rss_mb());
-    std::unique_ptr<Model> model = Model::load(model_dir);
-    stored_dtype = std::string(dtype_name(model->weight_dtype()));
-    if (format != WeightFormat::AsStored && model->weight_dtype() != weight_format_dtype(format)) {
-      LoadOptions load;
-      load.format = format;
-      model.reset();
-      model = Model::load(model_dir, load);
-    }
+    LoadOptions load;
+    load.format = format;
+    load.map_weights = map_weights;
+    std::unique_ptr<Model> model = Model::load(model_dir, load);
     const std::string name = format == WeightFormat::AsStored ? stored_dtype : weight_format_name(format);
     const std::vector<int32_t> prompt = random_prompt(model->config(), settings.prompt_tokens);
     for (int threads : thread_counts) {

@@ -37,6 +37,7 @@ const char* kUsage =
     "  --max-context N       KV capacity in positions (default 4096)\n"
     "  --image-attention hf|all-layers\n"
     "  --quantize q8|q4|bf16|f32  convert the weights to this format at load (default: as stored)\n"
+    "  --mmap                 read weights in place from the file mapping instead of copying them\n"
     "  --kv-cache f32|bf16   KV cache entries (default f32; bf16 halves its memory and reads)\n";
 
 using Clock = std::chrono::steady_clock;
@@ -45,13 +46,13 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
-  Args args(argc, argv, {"greedy", "thinking"});
+  Args args(argc, argv, {"greedy", "thinking", "mmap"});
   if (args.help()) {
     std::fputs(kUsage, stdout);
     return 0;
   }
   args.reject_unknown({"model", "prompt", "image", "audio", "budget", "system", "thinking", "max-tokens", "greedy",
-                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention", "quantize",
+                       "temperature", "top-k", "top-p", "seed", "threads", "max-context", "image-attention", "quantize", "mmap",
                        "kv-cache"});
   const std::string dir = args.require("model");
   const std::string prompt = args.require("prompt");

@@ -36,13 +36,16 @@ const char* kUsage =
     "  --transcript FILE        one JSON line per answered turn\n"
     "  --threads N              worker threads (default: all cores)\n"
     "  --quantize q8|q4|bf16|f32  weight format to convert to at load (default: the recorded run's, so a\n"
-    "                           recording made with --quantize replays with the same weights)\n";
+    "                           recording made with --quantize replays with the same weights)\n"
+    "  --mmap                 read weights already in that format in place from the file mapping\n"
+    "                           instead of copying them into memory (slower decode; see README)\n";
 
 // --quantize when given; otherwise the weight format the recorded run used (its settings name the
 // decoder's dtype), so that a run recorded with --quantize q8 replays on the same q8 weights.
 LoadOptions replay_load_options(const Args& args, const nlohmann::json& settings) {
   if (args.get("quantize")) return load_options(args);
   LoadOptions o;
+  o.map_weights = args.flag("mmap");
   const std::string dtype = settings.value("model", nlohmann::json::object()).value("weight_dtype", "");
   if (dtype == "Q8_0") o.format = WeightFormat::Q8_0;
   else if (dtype == "Q4_0") o.format = WeightFormat::Q4_0;
@@ -72,13 +75,13 @@ std::string describe(const Tokenizer& tok, const std::vector<int32_t>& ids, size
 }  // namespace
 
 int cmd_replay(int argc, char** argv) {
-  Args args(argc, argv, {"headless", "overlay"});
+  Args args(argc, argv, {"headless", "overlay", "mmap"});
   if (args.help() || args.positional().size() != 1) {
     std::fputs(kUsage, args.help() ? stdout : stderr);
     return args.help() ? 0 : 2;
   }
   args.reject_unknown(
-      {"speed", "model", "headless", "overlay", "screenshot", "frames", "metrics", "transcript", "threads", "quantize"});
+      {"speed", "model", "headless", "overlay", "screenshot", "frames", "metrics", "transcript", "threads", "quantize", "mmap"});
   const std::string path = args.positional()[0];
   const double speed = parse_speed(args.get_or("speed", "realtime"));
   if (!fs::exists(path)) throw std::runtime_error(path + ": no such file or folder");

@@ -29,6 +29,7 @@ const char* kUsage =
     "  --threads N             worker threads per session (default: all cores)\n"
     "  --max-context N         KV capacity per session in positions (default 4096)\n"
     "  --quantize FMT          convert the weights at load: q8, q4, bf16 or f32 (default: as stored)\n"
+    "  --mmap                  read weights in place from the file mapping instead of copying them\n"
     "  --kv-cache f32|bf16     KV cache entries (default f32; bf16 halves their memory and reads)\n"
     "  --max-image-budget N    largest image budget a client may choose (default 560; bounds per-session scratch)\n"
     "  --max-message-mb N      largest WebSocket message in MiB (default 16)\n"
@@ -44,12 +45,12 @@ void on_signal(int) { g_stop = true; }
 }  // namespace
 
 int cmd_serve(int argc, char** argv) {
-  Args a(argc, argv, {"no-vad", "quiet"});
+  Args a(argc, argv, {"no-vad", "quiet", "mmap"});
   if (a.help()) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  a.reject_unknown({"model", "host", "port", "max-sessions", "token", "threads", "max-context", "quantize", "kv-cache", "max-image-budget",
+  a.reject_unknown({"model", "host", "port", "max-sessions", "token", "threads", "max-context", "quantize", "mmap", "kv-cache", "max-image-budget",
                     "max-message-mb", "max-queued-audio", "max-image-pixels", "system", "budget", "fps", "no-vad",
                     "max-tokens", "temperature", "top-k", "top-p", "seed", "quiet"});
   const std::string dir = a.require("model");

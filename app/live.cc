@@ -27,6 +27,7 @@ namespace fs = std::filesystem;
 const char* const kLiveOptionsHelp =
     "  --model DIR            checkpoint folder (default: assets/model)\n"
     "  --quantize q8|q4|bf16|f32  convert the weights to this format at load (default: as stored)\n"
+    "  --mmap                 read weights in place from the file mapping instead of copying them\n"
     "  --kv-cache f32|bf16    KV cache entries (default f32; bf16 halves its memory and reads)\n"
     "  --mic DEVICE           input device name (substring) or index; --no-mic to disable\n"
     "  --camera PIPELINE      GStreamer source, e.g. \"v4l2src device=/dev/video0\" or \"ximagesrc\"; --no-camera\n"
@@ -53,7 +54,7 @@ const std::vector<std::string> kLiveOptionNames = {
     "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood",
     "hangover-ms", "vad-gate-db", "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context",
     "record", "metrics", "transcript", "duration"};
-const std::vector<std::string> kLiveFlagNames = {"no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
+const std::vector<std::string> kLiveFlagNames = {"mmap", "no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
                                                  "no-status"};
 
 // A path under assets/: as given when it exists from the current folder, else next to the binary's

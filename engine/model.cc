@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -26,8 +27,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   m->ckpt_ = std::make_unique<Checkpoint>(dir);
   bind_weights(*m->ckpt_, m->config_, m->weights_);
   check_quantization_config(cfg, m->config_, m->weights_);
-  if (options.format != WeightFormat::AsStored)
-    convert_weights(m->config_, m->weights_, weight_format_dtype(options.format));
+  const std::optional<DType> target =
+      options.format == WeightFormat::AsStored ? std::nullopt : std::optional(weight_format_dtype(options.format));
+  convert_weights(m->config_, m->weights_, target, /*copy_unchanged=*/!options.map_weights);
   return m;
 }
 

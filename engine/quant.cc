@@ -130,13 +130,21 @@ ConvertedTensor convert_matrix(const TensorRef& src, DType t, ThreadPool& pool, 
   if (is_quantized(t)) out.scales.resize(size_t(rows) * size_t(cols / kQuantBlock));
   constexpr int64_t kRowsPerStep = 64;  // bounds each thread's f32 staging buffer
   const int64_t steps = (rows + kRowsPerStep - 1) / kRowsPerStep;
-  std::vector<std::vector<float>> staging(size_t(pool.size()),
-                                          std::vector<float>(size_t(std::min(rows, kRowsPerStep) * cols)));
+  const size_t staging_floats = src.dtype == t ? 0 : size_t(std::min(rows, kRowsPerStep) * cols);
+  std::vector<std::vector<float>> staging(size_t(pool.size()), std::vector<float>(staging_floats));
   const size_t src_row_bytes = row_bytes(src.dtype, cols), src_row_scales = size_t(cols / kQuantBlock);
   auto step = [&](int s, int thread) {
     const int64_t r = s * kRowsPerStep, n = std::min(kRowsPerStep, rows - r);
-    dequantize_rows(src, r, n, staging[size_t(thread)].data());
-    encode_rows(t, staging[size_t(thread)].data(), r, n, cols, out);
+    if (src.dtype == t) {
+      std::memcpy(out.data.data() + size_t(r) * src_row_bytes,
+                  static_cast<const uint8_t*>(src.data) + size_t(r) * src_row_bytes, size_t(n) * src_row_bytes);
+      if (src.scales)
+        std::copy_n(src.scales + size_t(r) * src_row_scales, size_t(n) * src_row_scales,
+                    out.scales.data() + size_t(r) * src_row_scales);
+    } else {
+      dequantize_rows(src, r, n, staging[size_t(thread)].data());
+      encode_rows(t, staging[size_t(thread)].data(), r, n, cols, out);
+    }
     if (release_source) {
       release_pages(static_cast<const uint8_t*>(src.data) + size_t(r) * src_row_bytes, size_t(n) * src_row_bytes);
       if (src.scales)

@@ -41,7 +41,7 @@ bool can_store_as(DType t, int64_t cols);
 void encode_rows(DType t, const float* src, int64_t row0, int64_t rows, int64_t cols, ConvertedTensor& out);
 
 // Converts a whole 2-D tensor to `t`, blocks of rows in parallel on `pool` (any source dtype, including
-// quantized). With release_source, each block's source pages are dropped from memory once converted
+// quantized; to its own dtype: a byte-exact copy, scales included). With release_source, each block's source pages are dropped from memory once converted
 // (for memory-mapped sources: the peak RSS of a conversion at load stays near the converted size).
 ConvertedTensor convert_matrix(const TensorRef& src, DType t, ThreadPool& pool, bool release_source);
 

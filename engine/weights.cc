@@ -141,11 +141,13 @@ bool is_convertible_matrix(const TensorSlot& slot) {
   return (slot.role == WeightRole::Matrix || slot.role == WeightRole::Embedding) && slot.shape.size() == 2;
 }
 
-void convert_weights(const ModelConfig& config, ModelWeights& weights, DType t) {
+void convert_weights(const ModelConfig& config, ModelWeights& weights, std::optional<DType> to, bool copy_unchanged) {
   ThreadPool pool(0);  // all cores: conversion happens once, before anything else runs
   for (TensorSlot& slot : tensor_table(config, weights)) {
     Weight& w = *slot.weight;
-    if (!w.present() || !is_convertible_matrix(slot) || w.ref.dtype == t || !can_store_as(t, w.ref.shape[1])) continue;
+    if (!w.present() || !is_convertible_matrix(slot)) continue;
+    const DType t = to && can_store_as(*to, w.ref.shape[1]) ? *to : w.ref.dtype;
+    if (t == w.ref.dtype && !copy_unchanged) continue;
     const TensorRef source = w.ref;
     // The originals are the checkpoint's mapping (this runs once, at load): their pages are released.
     ConvertedTensor& c = weights.owned_matrices.emplace_back(convert_matrix(source, t, pool, true));

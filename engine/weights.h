@@ -5,6 +5,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -91,9 +92,11 @@ void bind_weights(const Checkpoint& ckpt, const ModelConfig& config, ModelWeight
 // head, embedder projections); norms, biases, scalars and the position table stay as stored.
 bool is_convertible_matrix(const TensorSlot& slot);
 
-// Converts every convertible matrix to `t` into weights.owned_matrices and releases the pages of the
-// mapped originals. Matrices whose width is not a multiple of 32 stay as stored when t is quantized.
-void convert_weights(const ModelConfig& config, ModelWeights& weights, DType t);
+// Converts every convertible matrix to `t` (nullopt: its stored dtype) into weights.owned_matrices and
+// releases the pages of the mapped originals. Matrices whose width is not a multiple of 32 keep their
+// stored dtype when t is quantized. A matrix already in its target dtype is copied when copy_unchanged
+// holds and otherwise left in place in the mapping.
+void convert_weights(const ModelConfig& config, ModelWeights& weights, std::optional<DType> t, bool copy_unchanged);
 
 // config.json's "quantization_config" ({"quant_method": "conflux", "type": "q8_0" | "q4_0",
 // "block_size": 32}), if present, must agree with the bound matrices; throws CheckpointError naming

@@ -180,6 +180,22 @@ TEST(QuantFormats, RoundTripErrorIsWithinOneStep) {
   EXPECT_TRUE(can_store_as(DType::BF16, 33));
 }
 
+// Converting a matrix to its own dtype (how LoadOptions::map_weights = false moves a checkpoint's
+// mapped matrices into the process's memory) copies every byte and scale, in every format, over more
+// rows than one conversion step (64) so that steps and the tail both run on two threads.
+TEST(QuantFormats, ConvertingToItsOwnDtypeCopiesExactly) {
+  ThreadPool pool(2);
+  const int rows = 131, cols = 3 * kQuantBlock;
+  const auto v = randn(size_t(rows) * cols, 52, 0.02f);
+  for (DType t : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    const QuantMatrix m = make_matrix(v, rows, cols, t);
+    const ConvertedTensor copy = convert_matrix(m.ref, t, pool, /*release_source=*/false);
+    EXPECT_EQ(copy.data, m.storage.data) << dtype_name(t);
+    EXPECT_EQ(copy.scales, m.storage.scales) << dtype_name(t);
+    EXPECT_NE(copy.data.data(), m.storage.data.data());
+  }
+}
+
 // matmul over a quantized W equals, row by row, the twin kernel on the same quantized activation, for
 // a single row (decode) and several (prefill), with out_dim not a multiple of the task or dot block.
 TEST(QuantKernels, MatmulMatchesTwinKernelForBothBatchShapes) {
@@ -342,6 +358,25 @@ TEST(QuantAccuracy, EveryFormatStaysCloseToF32OnTinyA) {
     EXPECT_GE(top1, f.min_top1) << weight_format_name(f.format);
     EXPECT_GT(a.mean, 0.0) << "the format changed nothing: was it applied?";
   }
+}
+
+// Loading copies every matrix into owned memory unless map_weights asks to read them in place from
+// the file mapping; both give the same logits to the bit (the same bytes, the same kernels).
+TEST(QuantAccuracy, CopiedAndMappedWeightsGiveIdenticalLogits) {
+  LoadOptions mapped_opt;
+  mapped_opt.map_weights = true;
+  const auto copied = Model::load(kTinyA);
+  const auto mapped = Model::load(kTinyA, mapped_opt);
+  EXPECT_TRUE(mapped->weights().owned_matrices.empty());
+  // tiny-a's convertible matrices: 7 per layer (k_eq_v layers have no v_proj), the embedding, the two
+  // embedder projections; every one is owned after a copying load.
+  EXPECT_GE(copied->weights().owned_matrices.size(), size_t(3 + 6 * copied->config().text.num_layers));
+  EXPECT_NE(copied->weights().layers[0].q_proj.ref.data, mapped->weights().layers[0].q_proj.ref.data);
+  EXPECT_EQ(copied->weight_bytes(), mapped->weight_bytes());
+  const EvalCase c = load_case(kTinyA + "/cases/mixed.json");
+  const std::vector<float> a = case_logits(*copied, c), b = case_logits(*mapped, c);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 }
 
 // A bf16 KV cache (RuntimeConfig::kv_dtype) against the f32 one, f32 weights, all four tiny-a cases.
