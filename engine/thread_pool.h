@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -37,7 +38,10 @@ class ThreadPool {
   int size() const { return int(workers_.size()) + 1; }
 
   // Runs fn(task, thread) for every task in [0, n_tasks); thread is in [0, size()). Returns when all
-  // tasks are done. Tasks are handed out dynamically, so uneven tasks balance.
+  // tasks are done. Thread i first runs the i-th contiguous share of the tasks in order (a matmul's
+  // share of W is then one sequential stream), then takes the next unclaimed tasks of the other
+  // shares, so uneven tasks and a descheduled thread still balance. n_tasks < kMaxTasks.
+  static constexpr int kMaxTasks = 1 << 20;
   template <class F>
   void parallel_for(int n_tasks, F&& fn) {
     auto& f = fn;
@@ -51,17 +55,22 @@ class ThreadPool {
   // exhausted or a newer region has replaced it.
   void drain(uint32_t generation, int thread);
 
+  // One share of a region's tasks: (generation << 40) | (next unclaimed task << 20) | end of the share.
+  // A task is claimed by a CAS of the whole word, so a worker that wakes late can never claim a task
+  // of another region (its generation differs, or the share it saw is used up).
+  struct alignas(64) Lane {
+    std::atomic<uint64_t> ticket{0};
+  };
+  bool claim(Lane& lane, uint32_t generation, int& task);
+
   std::vector<std::thread> workers_;
+  std::unique_ptr<Lane[]> lanes_;  // (size()): lane i is thread i's share
   std::mutex mu_;                        // guards sleeping only
   std::condition_variable wake_;
   std::atomic<uint32_t> generation_{0};  // bumped once per parallel region
   std::atomic<int> sleepers_{0};         // workers blocked on wake_
   std::atomic<bool> stop_{false};
-  // The current region: (generation << 32) | next unclaimed task. A task is claimed by a CAS that also
-  // checks the generation, so a worker that wakes late can never claim a task of another region.
-  std::atomic<uint64_t> ticket_{0};
   std::atomic<TaskRef*> job_{nullptr};
-  std::atomic<int> n_tasks_{0};
   std::atomic<int> done_{0};             // tasks of the current region finished
 };
 

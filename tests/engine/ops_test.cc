@@ -5,7 +5,10 @@
 
 #include <atomic>
 #include <cmath>
+#include <mutex>
 #include <random>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "engine/dtype.h"
@@ -366,6 +369,30 @@ TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
     });
     for (auto& h : hits) EXPECT_EQ(h.load(), 1);
   }
+}
+
+// Each thread runs its own contiguous share of the tasks first, in order (one stream through a
+// matmul's rows), and then helps with the others'. Task 0 (the caller's share) holds its thread until
+// the seven other tasks are done, so the worker must run its share 4..7 in order and then steal the
+// rest; whichever thread runs task 0, the worker's first four tasks are its own share in order.
+TEST(ThreadPool, ThreadsRunTheirOwnShareFirstThenSteal) {
+  ThreadPool pool(2);
+  std::atomic<int> others_done{0};
+  std::mutex mu;
+  std::vector<int> ran[2];
+  pool.parallel_for(8, [&](int t, int thread) {
+    if (t == 0)
+      while (others_done.load() < 7) std::this_thread::yield();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ran[thread].push_back(t);
+    }
+    if (t != 0) ++others_done;
+  });
+  ASSERT_GE(ran[1].size(), 4u);
+  EXPECT_EQ(std::vector<int>(ran[1].begin(), ran[1].begin() + 4), (std::vector<int>{4, 5, 6, 7}));
+  EXPECT_EQ(ran[0].size() + ran[1].size(), 8u);
+  EXPECT_THROW(pool.parallel_for(ThreadPool::kMaxTasks, [](int, int) {}), std::invalid_argument);
 }
 
 }  // namespace
