@@ -18,8 +18,10 @@ constexpr int kSpinPolls = 2000;
 // Pause-polls of the completion count before the caller starts yielding its time slice.
 constexpr int kCallerSpinPolls = 4000;
 
-// Ticket fields: 24 bits of generation (a late worker is at most one region behind), 20 of next task,
-// 20 of the share's end.
+// Ticket fields: the region's generation (its low 24 bits), the next task (20 bits), the share's end
+// (20 bits). The caller starts a region only when every task of the last one is done, so an old
+// region's shares are all used up (next == end) and cannot be claimed from; the generation also keeps a
+// worker that is still on the old region out of the shares being set up for the new one.
 constexpr int kTaskBits = 20;
 constexpr uint64_t kTaskMask = (uint64_t(1) << kTaskBits) - 1;
 constexpr uint32_t kGenerationMask = (1u << 24) - 1;
