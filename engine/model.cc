@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <optional>
 #include <stdexcept>
@@ -18,6 +20,20 @@ namespace conflux {
 
 namespace fs = std::filesystem;
 
+namespace {
+// MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim, the page cache
+// included), in bytes; the largest size_t when it cannot be read, so copying is never refused for that.
+size_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return std::numeric_limits<size_t>::max();
+}
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model());
   m->dir_ = dir;
@@ -29,7 +45,19 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   check_quantization_config(cfg, m->config_, m->weights_);
   const std::optional<DType> target =
       options.format == WeightFormat::AsStored ? std::nullopt : std::optional(weight_format_dtype(options.format));
-  convert_weights(m->config_, m->weights_, target, /*copy_unchanged=*/!options.map_weights);
+  m->weights_mapped_ = options.map_weights;
+  if (!options.map_weights) {
+    const size_t bytes = m->weight_bytes();
+    const size_t limit = options.copy_limit_bytes ? *options.copy_limit_bytes : available_memory_bytes() / 10 * 9;
+    if (bytes > limit) {
+      m->weights_mapped_ = true;
+      std::fprintf(stderr,
+                   "conflux: %s: the weights (%.2f GiB) exceed the %.2f GiB a copy may take (90%% of MemAvailable): "
+                   "matrices kept in their stored format are read in place from the file mapping, as --mmap does\n",
+                   dir.c_str(), double(bytes) / (1 << 30), double(limit) / (1 << 30));
+    }
+  }
+  convert_weights(m->config_, m->weights_, target, /*copy_unchanged=*/!m->weights_mapped_);
   return m;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,11 @@ struct LoadOptions {
   // development VM, decode read mapped weights at 45-65% of the speed of the same bytes in anonymous
   // memory (270M f32 from an f32 file: 6.6-12.3 tok/s against 21.9-24.8), hence the default.
   bool map_weights = false;
+  // Copying is skipped (the weights stay mapped, and load() says so on stderr) when the checkpoint's
+  // weights exceed this many bytes: by default 90% of the memory the system reports available
+  // (MemAvailable), so a checkpoint larger than RAM still runs from the page cache instead of failing
+  // to allocate. Tests set a small figure.
+  std::optional<size_t> copy_limit_bytes;
 };
 
 class Model {
@@ -65,6 +71,8 @@ class Model {
   // Their bytes (one embedding row, negligible, left out).
   size_t decode_bytes_per_token() const;
   // The decoder's matrix format (the first layer's q_proj; the embedding may differ in a q4 file).
+  // Whether unconverted matrices are read in place from the checkpoint's file mapping.
+  bool weights_mapped() const { return weights_mapped_; }
   DType weight_dtype() const {
     return weights_.layers.empty() ? weights_.embed_tokens.ref.dtype : weights_.layers[0].q_proj.ref.dtype;
   }
@@ -75,6 +83,7 @@ class Model {
   ModelConfig config_;
   std::unique_ptr<Checkpoint> ckpt_;
   ModelWeights weights_;
+  bool weights_mapped_ = false;
 };
 
 // Rows appended by one decode() call. Row j is at position n_past() + j.

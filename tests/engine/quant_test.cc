@@ -368,6 +368,14 @@ TEST(QuantAccuracy, CopiedAndMappedWeightsGiveIdenticalLogits) {
   const auto copied = Model::load(kTinyA);
   const auto mapped = Model::load(kTinyA, mapped_opt);
   EXPECT_TRUE(mapped->weights().owned_matrices.empty());
+  EXPECT_TRUE(mapped->weights_mapped());
+  EXPECT_FALSE(copied->weights_mapped());
+  // Weights larger than the copy limit (by default 90% of MemAvailable) stay in the mapping.
+  LoadOptions tight;
+  tight.copy_limit_bytes = copied->weight_bytes() - 1;
+  const auto too_big = Model::load(kTinyA, tight);
+  EXPECT_TRUE(too_big->weights_mapped());
+  EXPECT_TRUE(too_big->weights().owned_matrices.empty());
   // tiny-a's convertible matrices: 7 per layer (k_eq_v layers have no v_proj), the embedding, the two
   // embedder projections; every one is owned after a copying load.
   EXPECT_GE(copied->weights().owned_matrices.size(), size_t(3 + 6 * copied->config().text.num_layers));
