@@ -195,6 +195,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", default="",
+                    help="start from this checkpoint folder's model.safetensors (e.g. assets/model, the shipped "
+                         "export) at step --start-step, with a fresh optimizer and a new warm-up: fine-tuning "
+                         "when the run's train_state.pt is gone")
+    ap.add_argument("--start-step", type=int, default=0, help="the step --init-from starts at (its schedule's place)")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--minutes", type=float, default=0, help="stop after this much time (0 = all steps)")
     ap.add_argument("--stop-at", type=int, default=0,
@@ -264,10 +269,19 @@ def main():
         heads.append(AuxHead("summary", "summary_head", D, layout.SUMMARY_OUTPUTS * layout.SUMMARY_CLASSES,
                              args.aux_summary_layer, args.aux_summary, "summary_rows", summary_loss, args.lr))
     warmup = 200
-    schedule = lambda step: min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps)))
+    warm_from = 0  # the step the warm-up counts from: 0, or where --init-from's fresh optimizer starts
+    schedule = lambda step: min(1.0, (step - warm_from + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps)))
     state_path = os.path.join(args.work, "train_state.pt")
     step = 0
-    if args.resume and os.path.exists(state_path):
+    if args.init_from and args.resume:
+        sys.exit("train.py: --init-from starts a new optimizer; it does not go with --resume")
+    if args.init_from:
+        # The export holds the weights only (bf16, the released layout); Adam's moments start at zero,
+        # so the learning rate warms up again from the start step. Training-only heads start fresh.
+        model.load_safetensors(os.path.join(args.init_from, "model.safetensors"))
+        step = warm_from = args.start_step
+        print(f"initialised from {args.init_from} at step {step}")
+    elif args.resume and os.path.exists(state_path):
         st = torch.load(state_path)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
