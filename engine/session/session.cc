@@ -562,13 +562,8 @@ struct Session::Impl {
     else if (next.commentary_interval_s < 0) problem = "commentary interval must not be negative";
     std::optional<VoiceActivityDetector> new_vad;
     if (problem.empty()) {
-      const VadConfig& a = cfg.vad;
-      const VadConfig& b = next.vad;
-      const bool vad_changed = a.enabled != b.enabled || a.likelihood != b.likelihood || a.min_speech_ms != b.min_speech_ms ||
-                               a.hangover_ms != b.hangover_ms || a.preroll_ms != b.preroll_ms ||
-                               a.min_snr_db != b.min_snr_db;
       try {
-        if (vad_changed) new_vad.emplace(b);
+        if (next.vad != cfg.vad) new_vad.emplace(next.vad);
       } catch (const std::exception& e) {
         problem = std::string("VAD settings: ") + e.what();
       }

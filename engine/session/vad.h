@@ -28,6 +28,9 @@ struct VadConfig {
   // recordings (tools/train/make_recordings.py) while moving the turn's start by 0.1 frames on average.
   // 0 turns the gate off (recordings made before it existed replay with 0).
   float min_snr_db = 10.0f;
+
+  // Every field: a live settings change rebuilds the detector when any of them differs.
+  bool operator==(const VadConfig&) const = default;
 };
 
 // The noise floor is the quietest 40 ms frame of the last 3 s: long enough to span the pauses between
