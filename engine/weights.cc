@@ -142,7 +142,7 @@ bool is_convertible_matrix(const TensorSlot& slot) {
 }
 
 void convert_weights(const ModelConfig& config, ModelWeights& weights, std::optional<DType> to, bool copy_unchanged) {
-  ThreadPool pool(0);  // all cores: conversion happens once, before anything else runs
+  std::optional<ThreadPool> pool;  // all cores, started at the first matrix to convert or copy
   for (TensorSlot& slot : tensor_table(config, weights)) {
     Weight& w = *slot.weight;
     if (!w.present() || !is_convertible_matrix(slot)) continue;
@@ -150,7 +150,8 @@ void convert_weights(const ModelConfig& config, ModelWeights& weights, std::opti
     if (t == w.ref.dtype && !copy_unchanged) continue;
     const TensorRef source = w.ref;
     // The originals are the checkpoint's mapping (this runs once, at load): their pages are released.
-    ConvertedTensor& c = weights.owned_matrices.emplace_back(convert_matrix(source, t, pool, true));
+    if (!pool) pool.emplace(0);  // conversion happens once, before anything else runs
+    ConvertedTensor& c = weights.owned_matrices.emplace_back(convert_matrix(source, t, *pool, true));
     w.ref.dtype = t;
     w.ref.data = c.data.data();
     w.ref.scales = c.scales.empty() ? nullptr : c.scales.data();
