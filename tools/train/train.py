@@ -275,9 +275,10 @@ def main():
     step = 0
     if args.init_from and args.resume:
         sys.exit("train.py: --init-from starts a new optimizer; it does not go with --resume")
+    restored = set()  # keys of the training-only heads whose saved state was loaded
     if args.init_from:
         # The export holds the weights only (bf16, the released layout); Adam's moments start at zero,
-        # so the learning rate warms up again from the start step. Training-only heads start fresh.
+        # so the learning rate warms up again from the start step.
         model.load_safetensors(os.path.join(args.init_from, "model.safetensors"))
         step = warm_from = args.start_step
         print(f"initialised from {args.init_from} at step {step}")
@@ -291,10 +292,13 @@ def main():
             if h.key in st:
                 h.head.load_state_dict(st[h.key])
                 h.opt.load_state_dict(st[h.opt_key])
-            elif h.name == "speech":
+                restored.add(h.key)
+        print(f"resumed at step {step}")
+    if step > 0:  # a trained model: a speech head without a saved state starts as a linear probe of it
+        for h in heads:
+            if h.name == "speech" and h.key not in restored:
                 fitted = fit_speech_head(model, h.head, h.layer, tok, bank, noise, args.seed)
                 print(f"speech head fitted to the model at step {step}: CTC loss {fitted:.3f}")
-        print(f"resumed at step {step}")
 
     t0 = time.time()
     losses, aux_losses = [], {h.name: [] for h in heads}
