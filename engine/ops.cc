@@ -72,6 +72,7 @@ int32_t argmax(const float* x, int n) {
 namespace {
 
 using simd::hsum256;
+using simd::kPrefetchBytes;
 
 template <DType T>
 CONFLUX_AVX2 inline __m256 load8(const void* w, size_t i) {
@@ -152,8 +153,7 @@ CONFLUX_AVX2 void widen_avx2(const void* src, float* dst, size_t n) {
 
 // One row at a time, four accumulators over 64 elements per step: a sequential stream the hardware
 // prefetchers keep ahead of. Interleaving four rows (dot_rows_avx512) reached about half the read
-// bandwidth when W comes from memory.
-constexpr size_t kStreamPrefetchBytes = 3072;
+// bandwidth when W comes from memory. Each step asks for its lines simd::kPrefetchBytes ahead.
 template <DType T>
 CONFLUX_AVX512 void dot_rows_streaming_avx512(const float* x, const void* w, size_t stride, int rows, int n,
                                               float* out) {
@@ -164,7 +164,7 @@ CONFLUX_AVX512 void dot_rows_streaming_avx512(const float* x, const void* w, siz
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int i = 0;
     for (; i + 64 <= n; i += 64) {
-      const char* ahead = wb + (base + i) * kElemBytes + kStreamPrefetchBytes;
+      const char* ahead = wb + (base + i) * kElemBytes + kPrefetchBytes;
       for (size_t line = 0; line < 64 * kElemBytes; line += 64) __builtin_prefetch(ahead + line);
       a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16<T>(w, base + i), a0);
       a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16<T>(w, base + i + 16), a1);

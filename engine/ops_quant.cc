@@ -64,6 +64,7 @@ void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, c
 namespace {
 
 using simd::hsum256;
+using simd::kPrefetchBytes;
 
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
 
@@ -187,10 +188,6 @@ CONFLUX_VNNI inline __m512 spread_pair(__m512 d, int p) {
 // purely sequential stream, which the hardware prefetchers keep ahead of (interleaving four rows
 // left one thread at a third of the read bandwidth).
 constexpr int kPreparedPairs = 256;  // in_dim up to 16384 in one segment (the 12B's widest is 15360)
-// Software prefetch distance: the hardware prefetchers alone left one core at ~22 GB/s on a decode
-// matmul; asking for the line 3 KiB ahead (about 4.5 rows of a 640-wide Q8_0 matrix) gave 24-27 GB/s
-// (1024 bytes: 23-24). Prefetching past the end of W is harmless (a hint, never a fault).
-constexpr int kPrefetchBytes = 3072;
 
 // The int32 dot of pair p of a segment (lanes 0-7 and 8-15: its two blocks) from the prepared |x| and
 // sign masks: w negated where x < 0, then u8 |x| times s8 w.
