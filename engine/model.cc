@@ -295,13 +295,21 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
 
   // Attention block: x = x + post_attn_norm(o_proj(attention(input_norm(x)))).
   // Pass 1: every row's key and value into the cache, since a row inside an image block attends to
-  // the later rows of its block, which may lie in a later piece.
+  // the later rows of its block, which may lie in a later piece. A single piece (every decode step)
+  // projects its queries here too, from the same normed rows, in the same parallel region.
+  const bool one_piece = n <= P;
   for (int j0 = 0; j0 < n; j0 += P) {
     const int m = std::min(P, n - j0);
     norm_rows(j0, m, L.input_norm.f32);
-    matmul(*pool_, xn, m, L.k_proj.ref, k, mm);
-    if (g.k_eq_v) std::copy_n(k, size_t(m) * nkv * hd, v);  // V is the raw k_proj output (before k_norm, RoPE)
-    else matmul(*pool_, xn, m, L.v_proj.ref, v, mm);
+    const MatmulOut K{&L.k_proj.ref, k}, V{&L.v_proj.ref, v}, Q{&L.q_proj.ref, q};
+    if (g.k_eq_v) {
+      if (one_piece) matmul_shared_input(*pool_, xn, m, {K, Q}, mm);
+      else matmul(*pool_, xn, m, L.k_proj.ref, k, mm);
+      std::copy_n(k, size_t(m) * nkv * hd, v);  // V is the raw k_proj output (before k_norm, RoPE)
+    } else {
+      if (one_piece) matmul_shared_input(*pool_, xn, m, {K, V, Q}, mm);
+      else matmul_shared_input(*pool_, xn, m, {K, V}, mm);
+    }
     const float* angles = rope_table(j0, m);
     for (int j = 0; j < m; ++j) {
       const int64_t pos = n_past_ + j0 + j;
@@ -315,12 +323,14 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
       kv_.store(l, kv_.slot(l, pos), k + size_t(j) * nkv * hd, v + size_t(j) * nkv * hd);
     }
   }
-  // Pass 2: queries, attention over the cache, output projection, residual. A single piece (every
-  // decode step) still has its normed rows in xn from pass 1.
+  // Pass 2: queries (a single piece has them from pass 1), attention over the cache, output
+  // projection, residual.
   for (int j0 = 0; j0 < n; j0 += P) {
     const int m = std::min(P, n - j0);
-    if (n > P) norm_rows(j0, m, L.input_norm.f32);
-    matmul(*pool_, xn, m, L.q_proj.ref, q, mm);
+    if (!one_piece) {
+      norm_rows(j0, m, L.input_norm.f32);
+      matmul(*pool_, xn, m, L.q_proj.ref, q, mm);
+    }
     const float* angles = rope_table(j0, m);
     for (int j = 0; j < m; ++j)
       for (int h = 0; h < H; ++h) {
@@ -337,8 +347,7 @@ void Context::layer_forward(int l, int n, const int32_t* block_end) {
   for (int j0 = 0; j0 < n; j0 += P) {
     const int m = std::min(P, n - j0);
     norm_rows(j0, m, L.pre_ffn_norm.f32);
-    matmul(*pool_, xn, m, L.gate_proj.ref, s_->gate.data(), mm);
-    matmul(*pool_, xn, m, L.up_proj.ref, s_->up.data(), mm);
+    matmul_shared_input(*pool_, xn, m, {{&L.gate_proj.ref, s_->gate.data()}, {&L.up_proj.ref, s_->up.data()}}, mm);
     gelu_mul(s_->gate.data(), s_->up.data(), m * F);
     matmul(*pool_, s_->gate.data(), m, L.down_proj.ref, proj, mm);
     add_residual(j0, m, L.post_ffn_norm.f32, L.layer_scalar.f32[0]);  // layer_scalar scales the whole stream

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "engine/dtype.h"
 #include "engine/thread_pool.h"
@@ -47,6 +48,18 @@ void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, c
 // `scratch` must hold matmul_scratch_floats(in_dim, n, pool.size()) floats (no allocation here).
 void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch);
 size_t matmul_scratch_floats(int in_dim, int max_rows, int threads);
+
+// Several matrices that read the same input (a layer's K, V and Q; its gate and up), y_i = x · W_iᵀ,
+// each W_i (out_i, in_dim) into its own y_i (n, out_i). Results are those of one matmul per matrix; for
+// one activation row (decode) they run as one parallel region, which spares the small ones a region's
+// start and end each. Scratch as matmul's for in_dim.
+struct MatmulOut {
+  const TensorRef* w;
+  float* y;
+};
+constexpr int kMaxSharedInput = 4;
+void matmul_shared_input(ThreadPool& pool, const float* x, int n, std::initializer_list<MatmulOut> outs,
+                         float* scratch);
 
 // y = x * (mean(x²) + eps)^-1/2 * w   (w == nullptr: scale-free). In place allowed.
 void rms_norm(const float* x, const float* w, float* y, int n, float eps);

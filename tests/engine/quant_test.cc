@@ -224,6 +224,43 @@ TEST(QuantKernels, MatmulMatchesTwinKernelForBothBatchShapes) {
   }
 }
 
+// Matrices sharing an input (K, V and Q; gate and up) give exactly what one matmul per matrix gives,
+// in every format and for both batch shapes: decode runs them as one task list whose tasks never
+// straddle two matrices, row counts chosen so they end mid-task (37, 5, 70 rows on two threads).
+TEST(QuantKernels, SharedInputMatmulEqualsOneMatmulPerMatrix) {
+  ThreadPool pool(2);
+  const int in = 5 * kQuantBlock;
+  const int outs[] = {37, 5, 70};
+  for (DType t : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    std::vector<QuantMatrix> w;
+    for (int i = 0; i < 3; ++i) w.push_back(make_matrix(randn(size_t(outs[i]) * in, 70 + i, 0.02f), outs[i], in, t));
+    for (int n : {1, 4}) {
+      const auto x = randn(size_t(n) * in, 73);
+      std::vector<float> scratch(matmul_scratch_floats(in, n, pool.size()));
+      std::vector<std::vector<float>> fused(3), alone(3);
+      for (int i = 0; i < 3; ++i) {
+        fused[size_t(i)].assign(size_t(n) * outs[i], 0.f);
+        alone[size_t(i)].assign(size_t(n) * outs[i], 0.f);
+        matmul(pool, x.data(), n, w[size_t(i)].ref, alone[size_t(i)].data(), scratch.data());
+      }
+      matmul_shared_input(pool, x.data(), n,
+                          {{&w[0].ref, fused[0].data()}, {&w[1].ref, fused[1].data()}, {&w[2].ref, fused[2].data()}},
+                          scratch.data());
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(fused[size_t(i)], alone[size_t(i)]) << dtype_name(t) << " n " << n << " matrix " << i;
+    }
+  }
+  // Matrices of different widths cannot share an input: named.
+  const QuantMatrix a = make_matrix(randn(size_t(4) * in, 80), 4, in, DType::F32);
+  const QuantMatrix b = make_matrix(randn(size_t(4) * 2 * in, 81), 4, 2 * in, DType::F32);
+  std::vector<float> x(size_t(2 * in)), y(8), scratch(matmul_scratch_floats(2 * in, 1, pool.size()));
+  try {
+    matmul_shared_input(pool, x.data(), 1, {{&a.ref, y.data()}, {&b.ref, y.data() + 4}}, scratch.data());
+    ADD_FAILURE() << "no error for mismatched widths";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("[4, 320]"), std::string::npos) << e.what();
+  }
+}
+
 // ---------------------------------------------------------------- checkpoint pairing
 class QuantCheckpoint : public ::testing::Test {
  protected:
