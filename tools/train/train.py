@@ -14,9 +14,14 @@ import random
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# PyTorch's OpenMP threads sleep when they wait instead of spinning: the data worker shares the two cores
+# with them, and spinning threads held its core (half the trainer's time in libgomp's wait loop: 7 s
+# per step of the shipped recipe against 2.6 s passive, same losses). Set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -75,26 +80,30 @@ def shape_loss(head, hidden, batch):
     return F.cross_entropy(head(hidden).float(), batch["patch_labels"], ignore_index=-100)
 
 
-def fit_speech_head(model, head, layer, tok, bank, noise, seed, batches=40, epochs=20):
-    """Starts the speech head as a linear probe of the model as it stands: its hidden states after `layer`
-    on `batches` spoken batches (seeded apart from the training stream) are taken once, frozen, and the head
-    alone is fitted to them. A random head's CTC loss is ~86 per word (its gradient would swamp the
-    answers' ~0.45 in the first joint steps); a probe of the step 24500 model starts at ~3.2."""
+# The turns each head's probe is fitted on: spoken ones for the speech head, ones with a frame for the others.
+PROBE_MIX = {"speech": [0.6, 0.0, 0.4], "shape": [0.0, 0.5, 0.5], "summary": [0.0, 0.5, 0.5]}
+
+
+def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20):
+    """Starts a training-only head as a linear probe of the model as it stands: its hidden states after the
+    head's layer on `batches` batches (seeded apart from the training stream) are taken once, frozen, and the
+    head alone is fitted to them. A random speech head's CTC loss is ~86 per word (its gradient would swamp
+    the answers' ~0.45 in the first joint steps); a probe of the step 24500 model starts at ~3.2."""
     feats, metas = [], []
     model.eval()
     for i in range(batches):
         rng, nrng = random.Random(seed * 7919 + i), np.random.default_rng([seed, 7919, i])
-        samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=[0.6, 0.0, 0.4]) for _ in range(16)]
+        samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=PROBE_MIX[h.name]) for _ in range(16)]
         batch = layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            _, hidden = layout.forward_batch(model, batch, {"speech": (layer, "audio_rows")})
-        feats.append(hidden["speech"].float())
+            _, hidden = layout.forward_batch(model, batch, {h.name: (h.layer, h.rows)})
+        feats.append(hidden[h.name].float())
         metas.append(batch)
     model.train()
-    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(h.head.parameters(), lr=3e-3)
     for _ in range(epochs):
         for f, batch in zip(feats, metas):
-            loss = speech_ctc(head, f, batch)
+            loss = h.loss(h.head, f, batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -229,6 +238,8 @@ def main():
                          "(or absent) in the turn's frame (0 = off; summary_loss)")
     ap.add_argument("--aux-summary-layer", type=int, default=5, help="layer whose output the summary head reads")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
+    ap.add_argument("--keep-exports", action="store_true",
+                    help="also keep each periodic export in its own folder, OUT-stepN, for choosing among them")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -294,11 +305,14 @@ def main():
                 h.opt.load_state_dict(st[h.opt_key])
                 restored.add(h.key)
         print(f"resumed at step {step}")
-    if step > 0:  # a trained model: a speech head without a saved state starts as a linear probe of it
+    # A trained model: a head without a saved state starts as a linear probe of it. Always the speech head
+    # (a random CTC head swamps the answers); the others (cross entropy ~1.1 from random) only when
+    # starting from an export, since train.sh's phase 9 began its shape head at random on resuming.
+    if step > 0:
         for h in heads:
-            if h.name == "speech" and h.key not in restored:
-                fitted = fit_speech_head(model, h.head, h.layer, tok, bank, noise, args.seed)
-                print(f"speech head fitted to the model at step {step}: CTC loss {fitted:.3f}")
+            if h.key not in restored and (h.name == "speech" or args.init_from):
+                fitted = fit_probe(model, h, tok, bank, noise, args.seed)
+                print(f"{h.name} head fitted to the model at step {step}: loss {fitted:.3f}")
 
     t0 = time.time()
     losses, aux_losses = [], {h.name: [] for h in heads}
@@ -343,6 +357,8 @@ def main():
                 state[h.opt_key] = h.opt.state_dict()
             torch.save(state, state_path)
             export(model, tok, cfg, args.out)
+            if args.keep_exports:
+                export(model, tok, cfg, f"{os.path.normpath(args.out)}-step{step}")
         if done:
             break
     print(f"trained {step} steps in {(time.time() - t0) / 60:.1f} min")
