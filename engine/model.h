@@ -70,9 +70,9 @@ class Model {
   std::vector<const TensorRef*> decode_matrices() const;
   // Their bytes (one embedding row, negligible, left out).
   size_t decode_bytes_per_token() const;
-  // The decoder's matrix format (the first layer's q_proj; the embedding may differ in a q4 file).
   // Whether unconverted matrices are read in place from the checkpoint's file mapping.
   bool weights_mapped() const { return weights_mapped_; }
+  // The decoder's matrix format (the first layer's q_proj; the embedding may differ in a q4 file).
   DType weight_dtype() const {
     return weights_.layers.empty() ? weights_.embed_tokens.ref.dtype : weights_.layers[0].q_proj.ref.dtype;
   }
