@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "app/cli.h"
+#include "app/live.h"
 #include "capture/video_source.h"
 #include "engine/session/session.h"
 
@@ -86,13 +87,13 @@ Script make_script(int turns, double fps, int width, int height) {
 
 json percentiles(const Percentiles& p) { return {{"p50", p.p50}, {"p95", p.p95}, {"p99", p.p99}, {"count", p.count}}; }
 
-json play(const Model& model, const Tokenizer& tok, const Script& script, bool realtime, bool encoder_baseline,
-          int budget, int answer_tokens, int threads) {
+json play(const Model& model, const Tokenizer& tok, const Script& script, const SessionConfig& base, bool realtime,
+          bool encoder_baseline, int budget, int answer_tokens, int threads) {
   RuntimeConfig rc;
   rc.n_threads = threads;
   rc.max_context = 8192;
   rc.max_chunk = std::max(512, budget);
-  SessionConfig cfg;
+  SessionConfig cfg = base;
   cfg.image_budget = budget;
   cfg.max_answer_tokens = answer_tokens;
   cfg.encoder_baseline = encoder_baseline;
@@ -137,6 +138,8 @@ json play(const Model& model, const Tokenizer& tok, const Script& script, bool r
       {"video_encoder_ms", percentiles(snap.video_encoder_ms)},
       {"video_frame_to_kv_ms", percentiles(snap.video_frame_to_kv_ms)},
       {"turn_end_to_first_token_ms", percentiles(snap.turn_end_to_first_token_ms)},
+      {"turn_end_to_answer_ms", percentiles(snap.turn_end_to_answer_ms)},
+      {"thinking", cfg.thinking},
       {"decode_tokens_per_s", token_ms > 0 ? 1000.0 / token_ms : 0.0},
       {"realtime_factor", double(script.audio.size()) / kRate / wall},
       {"dropped_audio_frames", audio_frames_pushed - snap.audio_frames_in},
@@ -159,6 +162,7 @@ void print_table(const std::string& title, const json& r) {
   row("audio frame -> KV (ms)", r["audio_frame_to_kv_ms"]);
   row("video frame -> KV (ms)", r["video_frame_to_kv_ms"]);
   row("end of turn -> first token (ms)", r["turn_end_to_first_token_ms"]);
+  if (r["thinking"].get<bool>()) row("end of turn -> answer (ms)", r["turn_end_to_answer_ms"]);
   std::printf("  decode %.1f tokens/s | real-time factor %.2f | dropped audio %lld, video %lld | peak RSS %.0f MB\n",
               r["decode_tokens_per_s"].get<double>(), r["realtime_factor"].get<double>(),
               (long long)r["dropped_audio_frames"].get<int64_t>(), (long long)r["dropped_video_frames"].get<int64_t>(),
@@ -173,16 +177,19 @@ int run_live_bench(const Args& args, const Model& model, const Tokenizer& tok) {
     throw CliError("--speed must be realtime or max");
   const int turns = args.get_int("turns", 3);
   const int budget = args.get_int("budget", default_image_budget(args.get_or("model", "")));
-  const int answer_tokens = args.get_int("answer-tokens", 16);
+  SessionConfig base;
+  apply_model_session_defaults(model.dir(), args, base);
+  // A thought (the bundled model describes the frame in ~25 tokens) comes before the answer.
+  const int answer_tokens = args.get_int("answer-tokens", base.thinking ? 64 : 16);
   const int threads = args.get_int("threads", 0);
   const double fps = args.get_double("video-fps", 5);
   const Script script = make_script(turns, fps, 640, 480);
-  json out = play(model, tok, script, realtime, false, budget, answer_tokens, threads);
+  json out = play(model, tok, script, base, realtime, false, budget, answer_tokens, threads);
   out["scenario"] = {{"turns", turns}, {"audio_s", double(script.audio.size()) / kRate}, {"video_frames", script.frames.size()},
                      {"camera_fps", fps}, {"image_budget", budget}, {"speed", realtime ? "realtime" : "max"},
                      {"model", model.dir()}};
   if (args.flag("encoder-baseline"))
-    out["encoder_baseline"] = play(model, tok, script, realtime, true, budget, answer_tokens, threads);
+    out["encoder_baseline"] = play(model, tok, script, base, realtime, true, budget, answer_tokens, threads);
   if (args.flag("json")) {
     std::printf("%s\n", out.dump(2).c_str());
   } else {

@@ -70,9 +70,10 @@ const char* kUsage =
     "conflux bench --model DIR --scenario live [--speed realtime|max] [--encoder-baseline] [--json]\n"
     "  plays a scripted live timeline (espeak-ng speech between silences, videotestsrc camera frames)\n"
     "  through the streaming session and reports audio/video frame->KV latency, end-of-turn->first-token\n"
-    "  (p50/p95/p99), decode tokens/s, real-time factor, drops and peak RSS; --encoder-baseline adds the\n"
-    "  same run with E4B-sized stand-in encoders. Also: --turns N (3), --budget N (the model's), --video-fps F (5),\n"
-    "  --answer-tokens N (16), --threads N.\n";
+    "  (p50/p95/p99; with thinking also end-of-turn->answer, the first token after the thought), decode\n"
+    "  tokens/s, real-time factor, drops and peak RSS; --encoder-baseline adds the same run with E4B-sized\n"
+    "  stand-in encoders. Also: --turns N (3), --budget N (the model's), --video-fps F (5), --answer-tokens N\n"
+    "  (16, 64 with thinking), --thinking on|off and --image-at-turn-end on|off (the model's), --threads N.\n";
 
 // pp512 convention (llama-bench): the prompt goes in 512-row decode calls.
 constexpr int kPrefillChunk = 512;
@@ -342,7 +343,7 @@ int cmd_bench(int argc, char** argv) {
   }
   if (args.get_or("scenario", "engine") == "live") {
     args.reject_unknown({"model", "scenario", "threads", "speed", "turns", "budget", "answer-tokens", "video-fps", "json",
-                         "encoder-baseline"});
+                         "encoder-baseline", "thinking", "image-at-turn-end"});
     const std::string dir = args.require("model");
     const auto model = Model::load(dir);
     const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());

@@ -15,6 +15,7 @@
 #include "app/cli.h"
 #include "app/live.h"
 #include "capture/recording.h"
+#include "engine/chat_template.h"
 #include "engine/image.h"
 #include "engine/model.h"
 #include "engine/session/session.h"
@@ -37,9 +38,10 @@ const char* kUsage =
     "  --limit N           at most N items per task (in folder order)\n"
     "  --tasks a,b         only these tasks (command, scene, combined, or any task name the set uses)\n"
     "  --budget N          image soft tokens per frame (default: the model's preprocessor_config.json)\n"
-    "  --max-tokens N      answer length limit (default 64)\n"
+    "  --max-tokens N      answer length limit, thought included (default 128)\n"
+    "  --thinking on|off, --image-at-turn-end on|off   how the model is run (default: its generation_config.json)\n"
     "  --threads N         worker threads (default: all cores)\n"
-    "  --verbose           one line per item\n"
+    "  --verbose           one line per item (with thinking, also the whole generated text)\n"
     "\n"
     "expected.json: {\"task\": NAME, \"answer\": TEXT, \"question\": TEXT (for the confusion table),\n"
     "                \"scene\": [{\"colour\", \"shape\", \"position\"}, ...] (optional: scores descriptions per attribute)}\n";
@@ -124,7 +126,8 @@ int cmd_eval(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  args.reject_unknown({"model", "set", "json", "limit", "tasks", "budget", "max-tokens", "threads", "verbose"});
+  args.reject_unknown({"model", "set", "json", "limit", "tasks", "budget", "max-tokens", "threads", "verbose", "thinking",
+                       "image-at-turn-end"});
   const std::string model_dir = args.require("model");
   const std::string set_dir = args.require("set");
   const int limit = args.get_int("limit", 0);
@@ -164,7 +167,8 @@ int cmd_eval(int argc, char** argv) {
     rc.max_chunk = std::max(512, budget);
     cfg.sampling = SamplingParams{};  // greedy, with the model's own stop and suppressed tokens
     apply_generation_config(model_dir, tok, cfg.sampling);
-    cfg.max_answer_tokens = args.get_int("max-tokens", 64);
+    apply_model_session_defaults(model_dir, args, cfg);  // the model's way of running, not the recording's
+    cfg.max_answer_tokens = args.get_int("max-tokens", 128);
     cfg.video_queue_waits = true;  // fed as fast as possible: every frame, bounded memory
     cfg.recorder = nullptr;
     Session session(*model, tok, rc, cfg);
@@ -173,7 +177,9 @@ int cmd_eval(int argc, char** argv) {
     session.wait_idle();
     session.stop();
     const auto& answers = session.answers();
-    const std::string got = answers.empty() ? "" : trim(tok.decode(answers.back()));
+    // The answer without its thought (the thought is what the model saw, not what it says).
+    const std::string full = answers.empty() ? "" : tok.decode(answers.back());
+    const std::string got = trim(chat_strip_thinking(full));
     TaskScore& s = scores[it.task];
     ++s.n;
     const bool ok = got == trim(it.expected);
@@ -184,6 +190,7 @@ int cmd_eval(int argc, char** argv) {
       std::fprintf(stderr, "%s %-40s %s | expected \"%s\" got \"%s\"%s\n", ok ? "ok  " : "MISS",
                    fs::path(it.dir).filename().c_str(), it.question.c_str(), it.expected.c_str(), got.c_str(),
                    answers.size() > 1 ? (" (" + std::to_string(answers.size()) + " turns)").c_str() : "");
+    if (verbose && cfg.thinking) std::fprintf(stderr, "     generated: %s\n", full.c_str());
   }
 
   // 3. Report.

@@ -98,6 +98,7 @@ int cmd_replay(int argc, char** argv) {
     o.runtime.n_threads = args.get_int("threads", 0);
     o.runtime.max_context = 8192;
     o.runtime.max_chunk = std::max(512, o.session.image_budget);
+    apply_model_session_defaults(o.model_dir, args, o.session);
     return run_live(o);
   }
 
@@ -106,9 +107,11 @@ int cmd_replay(int argc, char** argv) {
   if (!args.flag("headless") && ui::display_available(&why)) {
     const Recording checked = load_recording(path);  // errors before any window opens
     LiveOptions o;
-    session_settings_from_json(checked.settings_json, o.runtime, o.session);
     const nlohmann::json settings = nlohmann::json::parse(checked.settings_json);
     o.model_dir = args.get_or("model", settings.value("model", nlohmann::json::object()).value("dir", ""));
+    // The model's way of running for what the recording leaves out (made before thinking existed).
+    apply_model_session_defaults(o.model_dir, args, o.session);
+    session_settings_from_json(checked.settings_json, o.runtime, o.session);
     o.load = replay_load_options(args, settings);
     o.recording = path;
     o.use_mic = o.use_camera = false;
@@ -132,11 +135,12 @@ int cmd_replay(int argc, char** argv) {
                  path.c_str(), (long long)(rec.tail.truncated_line_bytes + rec.tail.partial_audio_bytes), rec.tail.missing_frame_lines);
   RuntimeConfig rc;
   SessionConfig cfg;
-  session_settings_from_json(rec.settings_json, rc, cfg);
-  rc.n_threads = args.get_int("threads", 0);
   const nlohmann::json settings = nlohmann::json::parse(rec.settings_json);
   const std::string recorded_model = settings.value("model", nlohmann::json::object()).value("dir", "");
   const std::string model_dir = args.get_or("model", recorded_model);
+  apply_model_session_defaults(model_dir, args, cfg);  // for what a recording made before thinking leaves out
+  session_settings_from_json(rec.settings_json, rc, cfg);
+  rc.n_threads = args.get_int("threads", 0);
   const auto model = Model::load(model_dir, replay_load_options(args, settings));
   const Tokenizer tok = Tokenizer::load((fs::path(model_dir) / "tokenizer.json").string());
   const auto recorded_bytes = settings["model"].value("weight_bytes", int64_t(-1));

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "app/cli.h"
+#include "app/live.h"
 #include "engine/image.h"
 #include "engine/sampler.h"
 #include "server/server.h"
@@ -37,6 +38,7 @@ const char* kUsage =
     "  --max-image-pixels N    largest image in pixels (default 8294400 = 3840x2160)\n"
     "Session defaults (clients change them with session.update):\n"
     "  --system TEXT --budget N --fps F --no-vad --max-tokens N --temperature T --top-k K --top-p P --seed S\n"
+    "  --thinking on|off --image-at-turn-end on|off   (default: the model's generation_config.json)\n"
     "  --quiet                 no per-connection log lines\n";
 
 std::atomic<bool> g_stop{false};
@@ -52,7 +54,7 @@ int cmd_serve(int argc, char** argv) {
   }
   a.reject_unknown({"model", "host", "port", "max-sessions", "token", "threads", "max-context", "quantize", "mmap", "kv-cache", "max-image-budget",
                     "max-message-mb", "max-queued-audio", "max-image-pixels", "system", "budget", "fps", "no-vad",
-                    "max-tokens", "temperature", "top-k", "top-p", "seed", "quiet"});
+                    "max-tokens", "temperature", "top-k", "top-p", "seed", "quiet", "thinking", "image-at-turn-end"});
   const std::string dir = a.require("model");
   server::ServerConfig c;
   c.host = a.get_or("host", "127.0.0.1");
@@ -82,6 +84,7 @@ int cmd_serve(int argc, char** argv) {
   s.sampling.top_k = a.get_int("top-k", 0);
   s.sampling.top_p = float(a.get_double("top-p", 1.0));
   s.sampling.seed = uint64_t(a.get_int("seed", 0));
+  apply_model_session_defaults(dir, a, s);
 
   const auto model = Model::load(dir, load);
   const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());

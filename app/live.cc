@@ -33,6 +33,10 @@ const char* const kLiveOptionsHelp =
     "  --camera PIPELINE      GStreamer source, e.g. \"v4l2src device=/dev/video0\" or \"ximagesrc\"; --no-camera\n"
     "  --media FILE           play an audio/video file as the input (--speed realtime|max)\n"
     "  --system TEXT          system prompt\n"
+    "  --thinking on|off      the model writes a thought before each answer (default: the model's\n"
+    "                         generation_config.json enable_thinking; the bundled model: on)\n"
+    "  --image-at-turn-end on|off  show the newest frame again as a turn closes (default: the model's\n"
+    "                         image_at_turn_end; the bundled model: on)\n"
     "  --budget N             image soft tokens per frame, 1..1120 (HF offers 70, 140, 280, 560, 1120);\n"
     "                         default: the model's preprocessor_config.json max_soft_tokens, else 280\n"
     "  --fps F                video frames per second sampled into the model (default 1)\n"
@@ -51,7 +55,8 @@ const char* const kLiveOptionsHelp =
     "  --encoder-baseline     also run E4B-sized stand-in encoders, to measure what encoder-free saves\n";
 
 const std::vector<std::string> kLiveOptionNames = {
-    "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "budget", "fps", "vad-likelihood",
+    "model", "quantize", "kv-cache", "mic", "camera", "media", "speed", "system", "thinking", "image-at-turn-end",
+    "budget", "fps", "vad-likelihood",
     "hangover-ms", "vad-gate-db", "commentary", "max-tokens", "temperature", "top-k", "top-p", "seed", "threads", "max-context",
     "record", "metrics", "transcript", "duration"};
 const std::vector<std::string> kLiveFlagNames = {"mmap", "no-mic", "no-camera", "no-vad", "no-barge-in", "encoder-baseline",
@@ -107,8 +112,26 @@ LiveOptions parse_live_options(const Args& a) {
   s.sampling.top_p = float(a.get_double("top-p", 1.0));
   s.sampling.seed = uint64_t(a.get_int("seed", 0));
   s.encoder_baseline = a.flag("encoder-baseline");
+  apply_model_session_defaults(o.model_dir, a, s);
   o.runtime.max_chunk = std::max(512, s.image_budget);
   return o;
+}
+
+void apply_model_session_defaults(const std::string& model_dir, const Args& a, SessionConfig& s) {
+  const fs::path gen = fs::path(model_dir) / "generation_config.json";
+  if (fs::exists(gen)) {
+    const GenerationConfig g = load_generation_config(gen.string());
+    s.thinking = g.enable_thinking;
+    s.image_at_turn_end = g.image_at_turn_end;
+  }
+  const auto on_off = [&](const char* name, bool& out) {
+    const auto v = a.get(name);
+    if (!v) return;
+    if (*v != "on" && *v != "off") throw CliError(std::string("--") + name + " must be on or off, got '" + *v + "'");
+    out = *v == "on";
+  };
+  on_off("thinking", s.thinking);
+  on_off("image-at-turn-end", s.image_at_turn_end);
 }
 
 // Stop tokens and suppressed tokens come from the checkpoint's generation_config.json when it has one.
@@ -412,8 +435,13 @@ void TerminalPrinter::print(const SessionEvent& e) {
     case SessionEvent::Kind::AnswerStarted:
       std::printf("[conflux] ");
       answering_ = true;
+      stream_text_.reset();
       break;
-    case SessionEvent::Kind::Token: std::fwrite(e.text.data(), 1, e.text.size(), stdout); break;
+    case SessionEvent::Kind::Token: {
+      const std::string text = stream_text_.push(e);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      break;
+    }
     case SessionEvent::Kind::AnswerDone: {
       answering_ = false;
       const TurnTiming& t = e.timing;

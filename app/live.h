@@ -52,6 +52,10 @@ struct LiveOptions {
 // Stop and suppressed tokens from the checkpoint's generation_config.json (when it has one), plus <eos>
 // and <turn|>.
 void apply_generation_config(const std::string& model_dir, const Tokenizer& tok, SamplingParams& sp);
+// How the model is meant to be run: thinking and the image at turn end from its generation_config.json
+// (enable_thinking, image_at_turn_end; off when absent), then --thinking on|off and --image-at-turn-end
+// on|off over them. Throws CliError for another value.
+void apply_model_session_defaults(const std::string& model_dir, const Args& args, SessionConfig& session);
 
 // The options every live command shares, and their help text.
 extern const char* const kLiveOptionsHelp;
@@ -127,7 +131,7 @@ class LiveRun {
 };
 
 // Prints session events the way the terminal front end shows them (speech markers, streamed answer
-// text, a timing line per answer, errors).
+// text with its thought in parentheses, a timing line per answer, errors).
 class TerminalPrinter {
  public:
   void print(const SessionEvent& e);
@@ -135,6 +139,7 @@ class TerminalPrinter {
 
  private:
   bool answering_ = false;
+  AnswerStreamText stream_text_;
 };
 
 // The terminal front end: streams answers, keeps a one-line status, writes the transcript; runs until

@@ -173,7 +173,10 @@ std::string chat_turn_header(const std::string& role) {
 std::string chat_turn_end() { return std::string(kTurnClose); }
 
 std::string chat_generation_prompt(bool enable_thinking) {
-  return render_chat({}, ChatTemplateOptions{true, enable_thinking, ""});
+  // Rendered without thinking (which would also emit the system turn) and with the empty thought cut off
+  // when thinking is on: the model opens its own thought channel.
+  const std::string prompt = render_chat({}, ChatTemplateOptions{true, false, ""});
+  return enable_thinking ? prompt.substr(0, prompt.size() - kEmptyThought.size()) : prompt;
 }
 
 std::string chat_system_turn(const std::string& system_text, bool enable_thinking) {
@@ -181,5 +184,7 @@ std::string chat_system_turn(const std::string& system_text, bool enable_thinkin
 }
 
 std::string chat_trim(const std::string& text) { return std::string(trim(text)); }
+
+std::string chat_strip_thinking(const std::string& text) { return strip_thinking(text); }
 
 }  // namespace conflux

@@ -37,5 +37,6 @@ std::string chat_turn_end();                              // "<turn|>\n"
 std::string chat_generation_prompt(bool enable_thinking); // "<|turn>model\n" [+ empty thought channel]
 std::string chat_system_turn(const std::string& system_text, bool enable_thinking);
 std::string chat_trim(const std::string& text);           // the template's trim of text content
+std::string chat_strip_thinking(const std::string& text); // "<|channel>thought\n...<channel|>Answer" -> "Answer"
 
 }  // namespace conflux

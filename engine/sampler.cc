@@ -101,9 +101,13 @@ GenerationConfig load_generation_config(const std::string& path) {
   if (const auto* v = field("suppress_tokens")) {
     config.suppress_tokens = read_token_id_list(*v, path, "suppress_tokens", false);
   }
-  if (const auto* v = field("do_sample")) {
-    if (!v->is_boolean()) throw_field_error(path, "do_sample", "must be true or false, got " + v->dump());
-    config.do_sample = v->get<bool>();
+  for (auto [name, out] : {std::pair<const char*, bool*>{"do_sample", &config.do_sample},
+                            {"enable_thinking", &config.enable_thinking},
+                            {"image_at_turn_end", &config.image_at_turn_end}}) {
+    if (const auto* v = field(name)) {
+      if (!v->is_boolean()) throw_field_error(path, name, "must be true or false, got " + v->dump());
+      *out = v->get<bool>();
+    }
   }
   if (const auto* v = field("temperature")) {
     config.temperature = read_float(*v, path, "temperature");

@@ -18,6 +18,11 @@ struct GenerationConfig {
   float top_p = 1.0f;   // 1 = off
   int32_t bos_token_id = -1;
   int32_t pad_token_id = -1;
+  // Conflux's session defaults for this model (absent: off). A model trained to think writes its thought
+  // before the answer (SessionConfig::thinking); one trained to read the frame shown again at the end of
+  // a turn gets it (SessionConfig::image_at_turn_end). The bundled model has both.
+  bool enable_thinking = false;
+  bool image_at_turn_end = false;
 };
 
 // Reads generation_config.json; throws naming the file and field when present but malformed.

@@ -258,8 +258,8 @@ struct EventTranslator {
         out->send({{"type", "response.created"},
                    {"response", {{"id", response_id}, {"object", "realtime.response"}, {"status", "in_progress"}, {"output", json::array()}}}});
         break;
-      case K::Token:
-        if (!e.text.empty())
+      case K::Token:  // the thought (thinking on) is not streamed; response.done carries it
+        if (!e.text.empty() && !e.in_thought)
           out->send({{"type", "response.text.delta"}, {"response_id", response_id}, {"output_index", 0}, {"content_index", 0}, {"delta", e.text}});
         break;
       case K::AnswerDone:
@@ -288,7 +288,8 @@ struct EventTranslator {
                              {"status", status},
                              {"output", json::array({{{"type", "message"}, {"role", "assistant"},
                                                       {"content", json::array({{{"type", "text"}, {"text", e.text}}})}}})},
-                             {"usage", {{"output_tokens", t.n_tokens}}}}}});
+                             {"usage", {{"output_tokens", t.n_tokens}}},
+                             {"conflux_thought", e.thought}}}});
     answering = false;
     // Per-stage latencies: this answer's, then the session's rolling statistics.
     static const char* const kTriggers[] = {"end_of_speech", "typed_text", "push_to_talk", "commentary", "request"};

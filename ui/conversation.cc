@@ -62,11 +62,17 @@ int Conversation::on_event(const SessionEvent& e) {
       a.turn = e.turn;
       a.streaming = true;
       add(std::move(a));
+      raw_thought_.clear();
       return -1;
     }
     case SessionEvent::Kind::Token:
       if (ConversationEntry* a = last_of(Kind::Answer); a && a->streaming && !e.text.empty()) {
-        a->text += e.text;
+        if (e.in_thought) {
+          raw_thought_ += e.text;
+          a->thought = thought_without_channel_name(raw_thought_);
+        } else {
+          a->text += e.text;
+        }
         ++version_;
       }
       return -1;
@@ -79,6 +85,8 @@ int Conversation::on_event(const SessionEvent& e) {
         a = &add(std::move(fresh));
       }
       a->text = e.text;  // the session's whole answer is authoritative over the streamed pieces
+      a->thought = e.thought;
+      raw_thought_.clear();
       a->streaming = false;
       a->footer = answer_footer(e.timing);
       ++version_;
@@ -149,7 +157,9 @@ std::string Conversation::line(const ConversationEntry& e) {
       return buf;
     case ConversationEntry::Kind::Image: return "[you] image (" + std::to_string(e.image_tokens) + " tokens)";
     case ConversationEntry::Kind::Typed: return "[you] " + e.text;
-    case ConversationEntry::Kind::Answer: return "[conflux] " + e.text + (e.footer.empty() ? "" : "\n          " + e.footer);
+    case ConversationEntry::Kind::Answer:
+      return (e.thought.empty() ? "" : "[thinking] " + e.thought + "\n") + "[conflux] " + e.text +
+             (e.footer.empty() ? "" : "\n          " + e.footer);
     case ConversationEntry::Kind::Notice: return "[note] " + e.text;
   }
   return "";

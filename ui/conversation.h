@@ -21,6 +21,7 @@ struct ConversationEntry {
   int64_t image_tokens = 0;  // Image: soft tokens it took in the KV cache
   bool streaming = false;    // Answer: tokens are still arriving
   std::string footer;        // Answer: tokens, first-token latency, rate (once done)
+  std::string thought;       // Answer: the model's thought before it (thinking on), without the channel name
 
   bool ongoing() const { return end == TimePoint{}; }
   double seconds() const { return std::chrono::duration<double>(end - start).count(); }
@@ -58,6 +59,7 @@ class Conversation {
   std::deque<ConversationEntry> entries_;
   uint64_t version_ = 0;
   int next_image_id_ = 0;
+  std::string raw_thought_;  // the streaming answer's thought, channel name included
 };
 
 }  // namespace conflux::ui

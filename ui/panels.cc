@@ -268,6 +268,7 @@ void draw_conversation(UiState& ui, const Rect& r) {
           case Kind::Typed: text_wrapped(Conversation::line(e), kUserTextColor); break;
           case Kind::Notice: text_wrapped(Conversation::line(e), kNoteTextColor); break;
           case Kind::Answer: {
+            if (!e.thought.empty()) text_wrapped("(thinking) " + e.thought, kNoteTextColor);
             ImGui::TextColored(color(kAnswerTextColor), "[conflux]");
             ImGui::SameLine();
             text_wrapped(e.text.empty() && e.streaming ? "..." : e.text, kAnswerTextColor);

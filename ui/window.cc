@@ -223,8 +223,15 @@ class StdoutMirror {
       case SessionEvent::Kind::SpeechEnded:
         std::printf("[you] speech %.1f s\n", std::chrono::duration<double>(e.time - speech_start_).count());
         break;
-      case SessionEvent::Kind::AnswerStarted: std::printf("[conflux] "); break;
-      case SessionEvent::Kind::Token: std::fwrite(e.text.data(), 1, e.text.size(), stdout); break;
+      case SessionEvent::Kind::AnswerStarted:
+        std::printf("[conflux] ");
+        stream_text_.reset();
+        break;
+      case SessionEvent::Kind::Token: {
+        const std::string text = stream_text_.push(e);
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        break;
+      }
       case SessionEvent::Kind::AnswerDone: std::printf("\n          %s\n", Conversation::answer_footer(e.timing).c_str()); break;
       case SessionEvent::Kind::Error: std::fprintf(stderr, "conflux: session error: %s\n", e.text.c_str()); break;
       default: return;
@@ -234,6 +241,7 @@ class StdoutMirror {
 
  private:
   TimePoint speech_start_{};
+  AnswerStreamText stream_text_;
 };
 
 bool is_frame_timing(const SessionEvent& e) {

@@ -28,6 +28,8 @@ constexpr auto kAudioOrderingWait = std::chrono::milliseconds(250);
 
 double ms_between(TimePoint a, TimePoint b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
+
+
 struct AudioPiece {
   std::vector<float> samples;  // at most one frame's worth
   TimePoint captured;
@@ -80,6 +82,12 @@ struct Session::Impl {
     budget = std::min<int64_t>(budget, m.config().text.max_position_embeddings);
     snap.settings = live_settings_of(c);
     if (c.encoder_baseline) encoder = make_encoder(c.image_budget);
+    if (c.thinking) {
+      channel_open = t.token_id("<|channel>");
+      channel_close = t.token_id("<channel|>");
+      if (channel_open < 0 || channel_close < 0)
+        throw std::runtime_error("thinking needs the tokenizer's <|channel> and <channel|> tokens; this one lacks them");
+    }
   }
 
   // The encoder baseline's stand-in encoders, scratch sized for the largest image this session can take
@@ -132,6 +140,9 @@ struct Session::Impl {
   std::deque<std::pair<int64_t, int64_t>> turns;  // [begin, end) positions of finished turn pairs
   int image_blocks = 0;
   std::optional<VideoItem> held_frame;
+  std::optional<VideoItem> newest_sampled;      // image_at_turn_end: the last frame sampled (held or appended)
+  bool turn_showed_image = false;               // an image went into the open user turn
+  int32_t channel_open = -1, channel_close = -1;  // thinking: the thought channel's markers
   std::optional<TimePoint> next_video_due;
   std::optional<TimePoint> last_commentary;
   std::vector<AudioFrame> preroll_ring;         // frames not appended, newest at preroll_head - 1
@@ -150,7 +161,7 @@ struct Session::Impl {
   // Metrics.
   mutable std::mutex snap_mu;
   SessionSnapshot snap;
-  RollingStat audio_kv_ms, video_kv_ms, first_token_ms, token_ms, audio_encoder_ms, video_encoder_ms;
+  RollingStat audio_kv_ms, video_kv_ms, first_token_ms, answer_ms, token_ms, audio_encoder_ms, video_encoder_ms;
   TimePoint started_at;
   int64_t audio_frames_consumed = 0, video_sampled = 0, audio_frames_in = 0, video_frames_in = 0;
   int64_t max_positions = 0, evicted_total = 0;
@@ -249,6 +260,7 @@ struct Session::Impl {
     ++turn;
     turn_open = true;
     turn_start = ctx.n_past();
+    turn_showed_image = false;
     append_text(chat_turn_header("user"), false);
     if (held_frame) {  // what the camera shows as the user starts
       VideoItem f = std::move(*held_frame);
@@ -369,6 +381,7 @@ struct Session::Impl {
     record_rows(ids.data(), n, embed_buf.data(), image_blocks);
     ++image_blocks;
     append_ids({model.config().tokens.eoi}, false);
+    turn_showed_image = true;
     t.in_kv = SessionClock::now();
     ++video_sampled;
     if (!held) video_kv_ms.add(ms_between(t.latency_origin(), t.in_kv));
@@ -386,7 +399,9 @@ struct Session::Impl {
     open_turn();
     close_segment();
     if (!typed.empty()) append_text(chat_trim(typed), false);
-    append_text(chat_turn_end() + chat_generation_prompt(false), true);
+    // Shown again, not captured again: kept out of the frame-to-KV statistics like a held frame.
+    if (cfg.image_at_turn_end && turn_showed_image && newest_sampled) append_image(*newest_sampled, SessionClock::now(), true);
+    append_text(chat_turn_end() + chat_generation_prompt(cfg.thinking), true);
     turn_open = false;
     timing.turn_closed = SessionClock::now();
     answer(timing);
@@ -398,8 +413,10 @@ struct Session::Impl {
     emit({SessionEvent::Kind::AnswerStarted, turn, -1, "", timing.turn_closed, 0, {}});
     std::vector<int32_t>& tokens = self.answers_.emplace_back();
     tokens.reserve(size_t(cfg.max_answer_tokens));
-    std::string text;
+    std::string text, thought;  // the answer, and the thought before it (thinking on)
     text.reserve(size_t(cfg.max_answer_tokens) * 8);  // typical pieces are a few bytes
+    thought.reserve(size_t(cfg.max_answer_tokens) * 8);
+    bool in_thought = false;
     detok.reset();
     self.answer_starts_.push_back(int64_t(self.rows_.size()));
     TimePoint last = SessionClock::now();
@@ -415,13 +432,29 @@ struct Session::Impl {
       }
       last = now;
       tokens.push_back(id);
-      const std::string piece = detok.push(id);
-      text += piece;
+      // The channel markers switch between thought and answer; their own text is not shown.
+      const bool marker = id == channel_open || id == channel_close;
+      const bool thought_token = in_thought || marker;
+      std::string piece;
+      if (marker) {
+        thought += detok.flush();
+        in_thought = id == channel_open;
+      } else {
+        piece = detok.push(id);
+        if (!thought_token && timing.answer_start == TimePoint{}) {
+          timing.answer_start = now;
+          answer_ms.add(ms_between(timing.trigger_time, now));
+        }
+        (thought_token ? thought : text) += piece;
+      }
       {
         std::lock_guard<std::mutex> lock(snap_mu);
         snap.answer = text;
+        snap.thought = thought;
       }
-      emit({SessionEvent::Kind::Token, turn, id, piece, now, 0, {}});
+      SessionEvent token_event{SessionEvent::Kind::Token, turn, id, piece, now, 0, {}};
+      token_event.in_thought = thought_token;
+      emit(token_event);
       append_answer_token(id);
       if (poll_during_answer()) {
         timing.interrupted = true;
@@ -436,6 +469,7 @@ struct Session::Impl {
     timing.n_tokens = int(tokens.size());
     answering = false;
     SessionEvent done{SessionEvent::Kind::AnswerDone, turn, -1, text, timing.last_token, int64_t(tokens.size()), timing};
+    done.thought = thought_without_channel_name(thought);
     emit(done);
     publish();
   }
@@ -546,6 +580,12 @@ struct Session::Impl {
     if (next_video_due && v.captured < *next_video_due) return;  // sampled out by the frame rate
     next_video_due = v.captured + std::chrono::duration_cast<SessionClock::duration>(std::chrono::duration<double>(period));
     if (cfg.recorder) cfg.recorder->on_video_frame(v.image, v.captured);
+    if (cfg.image_at_turn_end) {  // a copy into the same buffer: no allocation once the size is steady
+      if (!newest_sampled) newest_sampled.emplace();
+      newest_sampled->image = v.image;
+      newest_sampled->captured = v.captured;
+      newest_sampled->arrived = v.arrived;
+    }
     if (turn_open) append_image(v, dequeued);
     else held_frame = std::move(v);
   }
@@ -730,7 +770,7 @@ struct Session::Impl {
     if (cfg.recorder) cfg.recorder->on_start(session_settings_json(model, rc, cfg), started_at);
     const std::string bos = tok.bos_id() >= 0 ? tok.piece(tok.bos_id()) : "";
     std::string prefix = bos;
-    if (!cfg.system_prompt.empty()) prefix += chat_system_turn(cfg.system_prompt, false);
+    if (!cfg.system_prompt.empty() || cfg.thinking) prefix += chat_system_turn(cfg.system_prompt, cfg.thinking);
     if (!prefix.empty()) append_text(prefix, false);
     std::optional<VideoItem> video_head;
     std::optional<ControlItem> control_head;
@@ -792,9 +832,36 @@ struct Session::Impl {
     snap.video_encoder_ms = video_encoder_ms.percentiles();
     snap.video_frame_to_kv_ms = video_kv_ms.percentiles();
     snap.turn_end_to_first_token_ms = first_token_ms.percentiles();
+    snap.turn_end_to_answer_ms = answer_ms.percentiles();
     snap.decode_token_ms = token_ms.percentiles();
   }
 };
+
+std::string thought_without_channel_name(const std::string& raw_thought) {
+  const size_t newline = raw_thought.find('\n');
+  return newline == std::string::npos ? std::string() : raw_thought.substr(newline + 1);
+}
+
+std::string AnswerStreamText::push(const SessionEvent& token) {
+  if (!token.in_thought) {
+    const bool closing = state_ != State::Answer;
+    state_ = State::Answer;
+    return closing ? ") " + token.text : token.text;
+  }
+  switch (state_) {
+    case State::Answer:  // the channel's opening marker (no text of its own)
+      state_ = State::ChannelName;
+      return "(thinking: ";
+    case State::ChannelName: {
+      const size_t newline = token.text.find('\n');
+      if (newline == std::string::npos) return "";
+      state_ = State::Thought;
+      return token.text.substr(newline + 1);
+    }
+    case State::Thought: return token.text;
+  }
+  return "";
+}
 
 Session::Session(const Model& model, const Tokenizer& tokenizer, const RuntimeConfig& runtime, const SessionConfig& config)
     : impl_(std::make_unique<Impl>(*this, model, tokenizer, runtime, config)) {}

@@ -7,6 +7,11 @@
 //   <bos>[<|turn>system\n{system}<turn|>\n]
 //   <|turn>user\n [image] <|audio> frames... <audio|> [image] <|audio> frames... <audio|> [typed text] <turn|>\n
 //   <|turn>model\n<|channel>thought\n<channel|>{answer}<turn|>\n
+// With thinking on, the system turn opens with <|think|>\n (it exists even without a system prompt) and
+// the generation prompt is <|turn>model\n: the model writes <|channel>thought\n{thought}<channel|>{answer}.
+// The thought stays in the KV cache (an incremental session cannot strip it the way the chat template
+// strips earlier thoughts) and is reported apart from the answer. With image_at_turn_end, a user turn that
+// showed the camera gets the newest sampled frame once more right before its <turn|>.
 // An image arriving while an audio segment is open closes the segment, goes in as its own
 // bidirectional block, and the next speech frame reopens a segment. Video frames outside a user turn
 // are not appended; the newest one is held and goes in first when the next turn opens.
@@ -63,6 +68,11 @@ struct SessionConfig {
   double commentary_interval_s = 0;    // > 0: close a turn and answer every N s of input time
   SamplingParams sampling;             // greedy by default
   int max_answer_tokens = 256;
+  // Gemma 4's thinking mode (enable_thinking); the layout is above. Fixed for the session's life.
+  bool thinking = false;
+  // Show the newest sampled frame again just before a turn that showed the camera closes, so the answer
+  // (and thought) start right after an image: the bundled model reads a frame well only from there.
+  bool image_at_turn_end = false;
   int context_budget = 0;              // positions; 0 = the Context's max_context. Oldest turns are evicted past it
   double audio_queue_seconds = 30;     // bounded audio queue; a full queue makes the producer wait
   int video_queue_frames = 4;          // bounded video queue; a full queue drops the oldest frame
@@ -98,6 +108,7 @@ struct TurnTiming {
   TimePoint trigger_time;   // end of speech detected / text typed / button released (input time)
   TimePoint turn_closed;    // the closing tokens are in the KV cache
   TimePoint first_token;
+  TimePoint answer_start;   // the first token after the thought (= first_token without thinking)
   TimePoint last_token;
   int n_tokens = 0;
   bool interrupted = false; // barge-in or cancel
@@ -109,8 +120,8 @@ struct SessionEvent {
     SpeechEnded,
     ImageAdded,      // a sampled video frame is in the KV cache
     AnswerStarted,   // turn closed, decoding begins (`turn`)
-    Token,           // `token`, `text` (complete UTF-8, may be empty)
-    AnswerDone,      // `text` = the whole answer; `timing`
+    Token,           // `token`, `text` (complete UTF-8, may be empty), `in_thought`
+    AnswerDone,      // `text` = the whole answer, `thought` = the thought (thinking on); `timing`
     FrameDropped,    // a video frame dropped by the full queue
     Evicted,         // `count` positions evicted from the oldest turns
     AudioFrameInKv,  // one audio frame's stage timestamps in `frame`
@@ -124,6 +135,23 @@ struct SessionEvent {
   int64_t count = 0;
   TurnTiming timing{};
   FrameTiming frame{};
+  bool in_thought = false;  // Token: part of the thought (the channel markers included, their text empty)
+  std::string thought{};    // AnswerDone: the thought without its channel name
+};
+
+// A thought channel opens with its name ("thought") on its own line; the thought is what follows
+// ("" while the name is incomplete).
+std::string thought_without_channel_name(const std::string& raw_thought);
+
+// What a terminal prints for one answer's Token events: the thought in "(thinking: ...) " without its
+// channel name, then the answer. reset() at each AnswerStarted.
+class AnswerStreamText {
+ public:
+  std::string push(const SessionEvent& token);
+  void reset() { state_ = State::Answer; }
+
+ private:
+  enum class State { Answer, ChannelName, Thought } state_ = State::Answer;
 };
 
 // One JSON object (no newline) for an event, times in milliseconds since `origin`: the metrics stream
@@ -162,10 +190,12 @@ struct SessionSnapshot {
   size_t video_queue_frames = 0;
   double realtime_factor = 0;      // input seconds processed per wall second
   Percentiles audio_frame_to_kv_ms, video_frame_to_kv_ms, turn_end_to_first_token_ms, decode_token_ms;
+  Percentiles turn_end_to_answer_ms;  // to the first token after the thought (= first token without thinking)
   // With the encoder baseline on: the stand-in encoder's own time per audio frame and per image, shown
   // beside the frame-to-KV latencies it is part of (count 0 when the baseline is off).
   Percentiles audio_encoder_ms, video_encoder_ms;
   std::string answer;              // the answer being generated (or the last one)
+  std::string thought;             // its thought (thinking on), without the channel name
   LiveSettings settings;           // as currently applied
 };
 

@@ -23,6 +23,7 @@ std::string event_to_json(const SessionEvent& e, TimePoint origin) {
     case SessionEvent::Kind::Token:
       j["token"] = e.token;
       j["text"] = e.text;
+      if (e.in_thought) j["thought"] = true;
       break;
     case SessionEvent::Kind::AnswerDone: {
       static const char* const kTriggers[] = {"end_of_speech", "typed_text", "push_to_talk", "commentary", "request"};
@@ -31,6 +32,8 @@ std::string event_to_json(const SessionEvent& e, TimePoint origin) {
       j["turn_end_ms"] = ms(e.timing.trigger_time);
       j["turn_closed_ms"] = ms(e.timing.turn_closed);
       j["first_token_ms"] = ms(e.timing.first_token);
+      j["answer_start_ms"] = ms(e.timing.answer_start);
+      if (!e.thought.empty()) j["thought"] = e.thought;
       j["last_token_ms"] = ms(e.timing.last_token);
       j["tokens"] = e.timing.n_tokens;
       j["interrupted"] = e.timing.interrupted;
@@ -100,6 +103,8 @@ std::string session_settings_json(const Model& model, const RuntimeConfig& rc, c
   // The live settings (one layout, shared with live_settings_to_json) plus those fixed for the session.
   nlohmann::json& session = j["session"];
   session["system_prompt"] = c.system_prompt;
+  session["thinking"] = c.thinking;
+  session["image_at_turn_end"] = c.image_at_turn_end;
   session["sampling"] = {{"temperature", c.sampling.temperature}, {"top_k", c.sampling.top_k}, {"top_p", c.sampling.top_p},
                          {"seed", c.sampling.seed}, {"suppress_tokens", c.sampling.suppress_tokens},
                          {"stop_tokens", c.sampling.stop_tokens}};
@@ -147,6 +152,9 @@ void session_settings_from_json(const std::string& text, RuntimeConfig& rc, Sess
   rc.kv_dtype = bf16_cache ? DType::BF16 : DType::F32;
   const nlohmann::json& s = j.value("session", empty);
   field(s, "session", "system_prompt", c.system_prompt);
+  // Recordings made before these existed leave them out: the base's values (a replay passes the model's).
+  field(s, "session", "thinking", c.thinking);
+  field(s, "session", "image_at_turn_end", c.image_at_turn_end);
   field(s, "session", "image_budget", c.image_budget);
   field(s, "session", "video_fps", c.video_fps);
   const nlohmann::json& v = s.value("vad", empty);

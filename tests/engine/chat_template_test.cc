@@ -138,5 +138,16 @@ TEST(ChatPieces, IncrementalLayoutEqualsRenderChat) {
   EXPECT_EQ(pieces, render_chat(messages, ChatTemplateOptions{true, false, "<bos>"}));
 }
 
+// The same with thinking on: the system turn opens with <|think|>, and the generation prompt leaves the
+// thought channel to the model (no system turn of its own, no empty thought).
+TEST(ChatPieces, IncrementalThinkingLayoutEqualsRenderChat) {
+  const std::vector<ChatMessage> messages = {{"user", {{ChatPart::Kind::Image, ""}, {ChatPart::Kind::Text, "What is this?"}}}};
+  const std::string pieces = "<bos>" + chat_system_turn("", true) + chat_turn_header("user") + "<|image|>" +
+                             chat_trim("What is this?") + chat_turn_end() + chat_generation_prompt(true);
+  EXPECT_EQ(pieces, render_chat(messages, ChatTemplateOptions{true, true, "<bos>"}));
+  EXPECT_EQ(chat_generation_prompt(true), "<|turn>model\n");
+  EXPECT_EQ(chat_strip_thinking("<|channel>thought\na red circle<channel|>red"), "red");
+}
+
 }  // namespace
 }  // namespace conflux

@@ -345,6 +345,20 @@ TEST_F(GenerationConfigFile, EosAsSingleIntAndAbsentFieldsKeepDefaults) {
   EXPECT_EQ(config.top_p, defaults.top_p);
   EXPECT_EQ(config.bos_token_id, defaults.bos_token_id);
   EXPECT_EQ(config.pad_token_id, defaults.pad_token_id);
+  EXPECT_FALSE(config.enable_thinking);
+  EXPECT_FALSE(config.image_at_turn_end);
+}
+
+TEST_F(GenerationConfigFile, ReadsConfluxSessionDefaults) {
+  // The two keys train.py --think writes for Conflux's session (HF's GenerationConfig keeps unknown keys).
+  write(R"({"eos_token_id": 1, "enable_thinking": true, "image_at_turn_end": true})");
+  GenerationConfig config = load_generation_config(path_);
+  EXPECT_TRUE(config.enable_thinking);
+  EXPECT_TRUE(config.image_at_turn_end);
+  write(R"({"eos_token_id": 1, "enable_thinking": false})");
+  config = load_generation_config(path_);
+  EXPECT_FALSE(config.enable_thinking);
+  EXPECT_FALSE(config.image_at_turn_end);
 }
 
 TEST_F(GenerationConfigFile, MissingFileNamesTheFile) {
@@ -366,6 +380,10 @@ TEST_F(GenerationConfigFile, MalformedFieldsNameFileAndField) {
   expect_error_mentioning("temperature");
   write(R"({"do_sample": 1})");
   expect_error_mentioning("do_sample");
+  write(R"({"enable_thinking": "yes"})");
+  expect_error_mentioning("enable_thinking");
+  write(R"({"image_at_turn_end": 1})");
+  expect_error_mentioning("image_at_turn_end");
   write(R"({"pad_token_id": -3})");
   expect_error_mentioning("pad_token_id");
 }

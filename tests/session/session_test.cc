@@ -408,6 +408,90 @@ TEST_F(SessionTest, UserTextWaitsForARequestAndAbandonCutsTheAnswer) {
   EXPECT_EQ(s.answers()[0].size(), 1u);
 }
 
+// Thinking (Gemma 4's enable_thinking) with the image at turn end: the conversation opens with the system
+// turn <|think|>; a turn that showed the camera gets its newest sampled frame once more right before it
+// closes; the generation prompt leaves the thought channel to the model; a turn without a frame gets none.
+// On the bundled model, whose tokenizer has the thought channel; tiny-a's has none, and is refused.
+TEST_F(SessionTest, ThinkingLayoutShowsTheNewestFrameAgainAtTurnEnd) {
+  SessionConfig cfg = config();
+  cfg.thinking = true;
+  try {
+    Session refused(*model_, *tok_, runtime(), cfg);
+    ADD_FAILURE() << "thinking accepted without <|channel> and <channel|> tokens";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("<|channel>"), std::string::npos) << e.what();
+  }
+  const std::string bundled = std::string(CONFLUX_SOURCE_DIR) + "/assets/model";
+  const auto model = Model::load(bundled);
+  const Tokenizer tok = Tokenizer::load(bundled + "/tokenizer.json");
+  cfg.sampling.stop_tokens = {tok.eos_id(), tok.token_id("<turn|>")};
+  cfg.sampling.suppress_tokens = {};
+  cfg.record_rows = true;
+  cfg.inputs_in_order = true;
+  cfg.image_at_turn_end = true;
+  Session s(*model, tok, runtime(), cfg);
+  s.start();
+  const TimePoint t0 = SessionClock::now();
+  s.push_video(test_image(1), at(t0, 0.0));
+  s.push_video(test_image(2), at(t0, 1.5));  // also sampled (1 fps): the newest, held for the next turn
+  s.push_user_text("what is this", at(t0, 2.0));
+  s.request_answer(at(t0, 2.1));
+  s.wait_idle();
+  s.push_user_text("and now", at(t0, 3.0));  // no frame since the last turn
+  s.request_answer(at(t0, 3.1));
+  s.wait_idle();
+  s.stop();
+  ASSERT_EQ(s.answers().size(), 2u);
+
+  // The rows as text: answers elided, each image block as [image N].
+  const auto& rows = s.rows();
+  std::string layout;
+  size_t answer = 0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (answer < s.answers().size() && int64_t(r) == s.answer_starts()[answer]) {
+      layout += "[answer]";
+      r += s.answers()[answer++].size() - 1;
+      continue;
+    }
+    if (rows[r].image_block >= 0) {
+      if (r == 0 || rows[r - 1].image_block != rows[r].image_block) layout += "[image " + std::to_string(rows[r].image_block) + "]";
+      continue;
+    }
+    layout += tok.decode({rows[r].token});
+  }
+  EXPECT_EQ(layout,
+            "<bos><|turn>system\n<|think|>\n<turn|>\n"
+            "<|turn>user\n<|image>[image 0]<image|>what is this<|image>[image 1]<image|><turn|>\n<|turn>model\n[answer]<turn|>\n"
+            "<|turn>user\nand now<turn|>\n<|turn>model\n[answer]<turn|>\n");
+  // Block 1 is block 0's frame shown again (the newest sampled, the second pushed): the same embeddings.
+  std::vector<const SessionRow*> block[2];
+  for (const SessionRow& r : rows)
+    if (r.image_block == 0 || r.image_block == 1) block[r.image_block].push_back(&r);
+  ASSERT_EQ(block[0].size(), block[1].size());
+  for (size_t i = 0; i < block[0].size(); ++i) ASSERT_EQ(block[0][i]->embedding, block[1][i]->embedding) << "patch " << i;
+  // Neither the held frame nor the one shown again measures the pipeline: no frame-to-KV sample.
+  EXPECT_EQ(s.snapshot().video_frame_to_kv_ms.count, 0);
+}
+
+// What a terminal prints for a thinking answer: the thought in parentheses without its channel name.
+TEST(AnswerStreamText, ShowsTheThoughtInParenthesesWithoutItsChannelName) {
+  auto token = [](const char* text, bool in_thought) {
+    SessionEvent e{SessionEvent::Kind::Token, 0, -1, text};
+    e.in_thought = in_thought;
+    return e;
+  };
+  AnswerStreamText printer;
+  std::string out;
+  for (const SessionEvent& e : {token("", true), token("thought", true), token("\n", true), token("a red", true),
+                                token(" circle", true), token("", true), token("red", false)})
+    out += printer.push(e);
+  EXPECT_EQ(out, "(thinking: a red circle) red");
+  printer.reset();
+  EXPECT_EQ(printer.push(token("hello", false)), "hello");  // no thought: the answer as it comes
+  EXPECT_EQ(thought_without_channel_name("thought\na red circle"), "a red circle");
+  EXPECT_EQ(thought_without_channel_name("thou"), "");  // the channel name still incomplete
+}
+
 // The commentary timer closes a turn every N seconds of input time, even in silence.
 TEST_F(SessionTest, CommentaryTimerAnswersPeriodically) {
   SessionConfig cfg = config();

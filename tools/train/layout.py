@@ -11,6 +11,13 @@
 
 Loss is on the answer tokens and the <turn|> that ends them. Earlier turns (with their answers) may
 precede the last one, as in a running session.
+
+With think=True (the session's thinking mode, which the bundled model uses): the sequence opens with the
+system turn <|turn>system\n<|think|>\n<turn|>\n; a turn that showed the camera gets one more frame just
+before it closes (the session's image at turn end); and the generation prompt is <|turn>model\n, after
+which the model writes its thought and then the answer:
+  <|channel>thought\n{description of the frame, or nothing without one}<channel|>ANSWER<turn|>\n
+The loss covers the thought too. Earlier turns keep their thoughts, as they stay in a session's KV cache.
 """
 
 import numpy as np
@@ -138,14 +145,15 @@ def quiet_audio(s, tok, noise, rng, frames):
 
 
 def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX, describe_share=0.7,
-             spoken_describe_share=None, audio_gap_max=0):
+             spoken_describe_share=None, audio_gap_max=0, think=False):
     """Appends one complete user turn and its answer; returns (task, answer). A typed scene question is
     "what do you see" with probability describe_share, else any scene question (that one included). A
     spoken (combined) question is a random scene question of the bank, or, with spoken_describe_share
     set, "what do you see" with that probability (the bank holds it in ~1 of 9 scene questions). With
     audio_gap_max, a typed scene question comes after 0..audio_gap_max frames of quiet_audio: at step 24500
     10 such frames took the typed description from 71% to 0% (teacher-forced), which is why the spoken one,
-    whose words stand there, fails."""
+    whose words stand there, fails. With think, see the module's docstring: why it helps is in the model
+    card (the thought describes the frame right after it, and the answer is read off that text)."""
     kind = kind or rng.choices(TASKS, mix)[0]
     shapes = tasks.random_scene(rng)
     if kind == "command":
@@ -176,8 +184,11 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
 
     s.token(tok.id("<|turn>"))
     s.text(tok, "user\n")
+    end_view = None
     if kind == "scene":
-        s.image(tok, *camera_frames(shapes, nrng, 1, budget)[0])
+        views = camera_frames(shapes, nrng, 2 if think else 1, budget)
+        s.image(tok, *views[0])
+        end_view = views[1] if think else None
         gap = rng.randint(0, audio_gap_max) if audio_gap_max else 0
         if gap:
             quiet_audio(s, tok, noise, rng, gap)
@@ -191,7 +202,9 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
             while k < len(frames):
                 image_at.add(k)
                 k += FRAMES_PER_SECOND
-        views = camera_frames(shapes, nrng, 1 + len(image_at), budget) if camera else []
+        views = camera_frames(shapes, nrng, 1 + len(image_at) + int(think), budget) if camera else []
+        if camera and think:
+            end_view = views.pop(0)
         if camera:
             s.image(tok, *views.pop())
         segment_open = False
@@ -207,11 +220,15 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
             s.audio_frame(tok, f)
         if segment_open:
             s.token(tok.id("<audio|>"))
-    s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
+    if end_view is not None:  # the session's image at turn end
+        s.image(tok, *end_view)
+    s.text(tok, "<turn|>\n<|turn>model\n" if think else "<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
     # The first answer token is predicted from the last prompt token, so the prompt's last target is on.
     s.targets[-1] = True
     if camera:
         s.summaries.append((len(s.ids) - 1, summary_labels(shapes)))
+    if think:
+        s.text(tok, "<|channel>thought\n" + (tasks.describe(shapes) if camera else "") + "<channel|>", learn=True)
     s.text(tok, answer, learn=True)
     s.token(tok.id("<turn|>"), learn=False)
     s.text(tok, "\n")
@@ -244,14 +261,24 @@ def command_answer(spoken):
     return spoken  # a colour or shape word is transcribed
 
 
-def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX, describe_share=0.7,
-                spoken_describe_share=None, audio_gap_max=0):
+THINKING_SYSTEM_TURN = "<|turn>system\n<|think|>\n<turn|>\n"  # engine/chat_template: chat_system_turn("", true)
+
+
+def start_sample(tok, think=False):
     s = Sample()
     s.token(tok.id("<bos>"))
+    if think:
+        s.text(tok, THINKING_SYSTEM_TURN)
+    return s
+
+
+def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX, describe_share=0.7,
+                spoken_describe_share=None, audio_gap_max=0, think=False):
+    s = start_sample(tok, think)
     turns = turns or (2 if rng.random() < 0.2 else 1)
     for _ in range(turns):
         add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix, describe_share=describe_share,
-                 spoken_describe_share=spoken_describe_share, audio_gap_max=audio_gap_max)
+                 spoken_describe_share=spoken_describe_share, audio_gap_max=audio_gap_max, think=think)
     return s
 
 

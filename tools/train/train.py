@@ -84,7 +84,7 @@ def shape_loss(head, hidden, batch):
 PROBE_MIX = {"speech": [0.6, 0.0, 0.4], "shape": [0.0, 0.5, 0.5], "summary": [0.0, 0.5, 0.5]}
 
 
-def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20):
+def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20, think=False):
     """Starts a training-only head as a linear probe of the model as it stands: its hidden states after the
     head's layer on `batches` batches (seeded apart from the training stream) are taken once, frozen, and the
     head alone is fitted to them. A random speech head's CTC loss is ~86 per word (its gradient would swamp
@@ -93,7 +93,8 @@ def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20):
     model.eval()
     for i in range(batches):
         rng, nrng = random.Random(seed * 7919 + i), np.random.default_rng([seed, 7919, i])
-        samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=PROBE_MIX[h.name]) for _ in range(16)]
+        samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=PROBE_MIX[h.name], think=think)
+                   for _ in range(16)]
         batch = layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             _, hidden = layout.forward_batch(model, batch, {h.name: (h.layer, h.rows)})
@@ -145,7 +146,7 @@ def exact_match(model, samples_by_task, pad_id):
     return out
 
 
-def export(model, tok, cfg, out_dir):
+def export(model, tok, cfg, out_dir, think=False):
     os.makedirs(out_dir, exist_ok=True)
     model.save_safetensors(os.path.join(out_dir, "model.safetensors"), "BF16")
     with open(os.path.join(out_dir, "config.json"), "w") as f:
@@ -157,7 +158,10 @@ def export(model, tok, cfg, out_dir):
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": tok.id("<bos>"), "pad_token_id": tok.id("<pad>"),
                    "eos_token_id": [tok.id("<eos>"), tok.id("<turn|>")],
-                   "suppress_tokens": [tok.id("<image|>"), tok.id("<audio|>")], "do_sample": False}, f, indent=2)
+                   "suppress_tokens": [tok.id("<image|>"), tok.id("<audio|>")], "do_sample": False,
+                   # Conflux's session reads these two: a model trained with --think thinks (the thought
+                   # describes the frame) and sees the camera's newest frame again at the end of each turn.
+                   **({"enable_thinking": True, "image_at_turn_end": True} if think else {})}, f, indent=2)
     with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
         json.dump({"image_processor_type": "Gemma4UnifiedImageProcessor", "patch_size": 16,
                    "pooling_kernel_size": 3, "max_soft_tokens": BUDGET, "do_resize": True, "do_rescale": True,
@@ -169,8 +173,9 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
     def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1, extra_describe=0.7,
-                 spoken_describe=None, extra_gap=0):
+                 spoken_describe=None, extra_gap=0, think=False):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
+        self.think = think
         self.extra_scenes, self.render_scale, self.extra_describe = extra_scenes, render_scale, extra_describe
         self.spoken_describe, self.extra_gap = spoken_describe, extra_gap
 
@@ -184,11 +189,13 @@ class BatchStream(torch.utils.data.IterableDataset):
         while True:
             rng, nrng = random.Random(self.seed * 1000003 + step), np.random.default_rng([self.seed, step])
             samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=self.mix,
-                                          spoken_describe_share=self.spoken_describe) for _ in range(self.batch)]
+                                          spoken_describe_share=self.spoken_describe, think=self.think)
+                       for _ in range(self.batch)]
             # Typed scene questions are short (~50 tokens against ~150 for a spoken turn), so extra ones add
             # many shape, colour and place labels for little compute.
             samples += [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, turns=1, mix=[0, 1, 0],
-                                           describe_share=self.extra_describe, audio_gap_max=self.extra_gap)
+                                           describe_share=self.extra_describe, audio_gap_max=self.extra_gap,
+                                           think=self.think)
                         for _ in range(self.extra_scenes)]
             yield layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
             step += 1
@@ -238,6 +245,8 @@ def main():
                          "(or absent) in the turn's frame (0 = off; summary_loss)")
     ap.add_argument("--aux-summary-layer", type=int, default=5, help="layer whose output the summary head reads")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
+    ap.add_argument("--think", action="store_true",
+                    help="thinking layout (layout.py): the thought describes the frame shown again at turn end")
     ap.add_argument("--keep-exports", action="store_true",
                     help="also keep each periodic export in its own folder, OUT-stepN, for choosing among them")
     args = ap.parse_args()
@@ -258,9 +267,8 @@ def main():
     for kind in ["command", "scene", "combined"]:
         check[kind] = []
         for _ in range(48):
-            s = layout.Sample()
-            s.token(tok.id("<bos>"))
-            layout.add_turn(s, tok, vrng, vnrng, bank, noise, BUDGET, kind)
+            s = layout.start_sample(tok, args.think)
+            layout.add_turn(s, tok, vrng, vnrng, bank, noise, BUDGET, kind, think=args.think)
             check[kind].append(s)
 
     decay, no_decay = [], []
@@ -311,7 +319,7 @@ def main():
     if step > 0:
         for h in heads:
             if h.key not in restored and (h.name == "speech" or args.init_from):
-                fitted = fit_probe(model, h, tok, bank, noise, args.seed)
+                fitted = fit_probe(model, h, tok, bank, noise, args.seed, think=args.think)
                 print(f"{h.name} head fitted to the model at step {step}: loss {fitted:.3f}")
 
     t0 = time.time()
@@ -320,7 +328,8 @@ def main():
     # at, so a run is reproducible) while the main process trains.
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
-                    args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe, args.extra_gap),
+                    args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe, args.extra_gap,
+                    args.think),
         batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
@@ -356,13 +365,13 @@ def main():
                 state[h.key] = h.head.state_dict()
                 state[h.opt_key] = h.opt.state_dict()
             torch.save(state, state_path)
-            export(model, tok, cfg, args.out)
+            export(model, tok, cfg, args.out, args.think)
             if args.keep_exports:
-                export(model, tok, cfg, f"{os.path.normpath(args.out)}-step{step}")
+                export(model, tok, cfg, f"{os.path.normpath(args.out)}-step{step}", args.think)
         if done:
             break
     print(f"trained {step} steps in {(time.time() - t0) / 60:.1f} min")
-    export(model, tok, cfg, args.out)
+    export(model, tok, cfg, args.out, args.think)
     print(f"exported to {args.out}")
 
 
