@@ -594,6 +594,9 @@ void draw_latency_overlay(UiState& ui, const Rect& r) {
     percentile_row("video frame -> KV", s.video_frame_to_kv_ms);
     if (s.video_encoder_ms.count) percentile_row("  of which encoder baseline", s.video_encoder_ms);
     percentile_row("end of turn -> first token", s.turn_end_to_first_token_ms);
+    // With thinking, the answer starts after the thought; without, this row equals the one above.
+    if (s.turn_end_to_answer_ms.p50 != s.turn_end_to_first_token_ms.p50)
+      percentile_row("end of turn -> answer", s.turn_end_to_answer_ms);
     percentile_row("decode, per token", s.decode_token_ms);
     ImGui::EndTable();
   }
