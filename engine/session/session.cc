@@ -461,7 +461,7 @@ struct Session::Impl {
         break;
       }
     }
-    text += detok.flush();
+    (in_thought ? thought : text) += detok.flush();  // an answer cut off inside its thought
     append_text(chat_turn_end(), false);
     const int64_t begin = turn_start, end = ctx.n_past();
     turns.emplace_back(begin, end);

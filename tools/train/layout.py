@@ -33,7 +33,8 @@ FRAMES_PER_SECOND = 25  # 16000 / 640
 
 class Sample:
     """One sequence: token ids with placeholders, the raw audio frames and image patches that fill them,
-    image block ids, and the loss targets."""
+    image block ids, and the loss targets (per position: 0 = not learned, 1 = learn the next token,
+    ANSWER = learn it as part of the answer, which train.py --answer-weight can weigh up)."""
 
     def __init__(self):
         self.ids, self.targets, self.blocks = [], [], []
@@ -126,6 +127,7 @@ def camera_frames(shapes, nrng, count, budget):
     return out
 
 
+ANSWER = 2  # a Sample target that belongs to the answer (after the thought)
 SPOKEN_WORDS = tasks.spoken_words()  # labels of the auxiliary speech head (0 = CTC blank)
 TASKS = ["command", "scene", "combined"]
 DEFAULT_MIX = [0.35, 0.25, 0.4]  # task shares of training turns, in TASKS order
@@ -224,12 +226,13 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
         s.image(tok, *end_view)
     s.text(tok, "<turn|>\n<|turn>model\n" if think else "<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
     # The first answer token is predicted from the last prompt token, so the prompt's last target is on.
-    s.targets[-1] = True
+    s.targets[-1] = True if think else ANSWER
     if camera:
         s.summaries.append((len(s.ids) - 1, summary_labels(shapes)))
     if think:
         s.text(tok, "<|channel>thought\n" + (tasks.describe(shapes) if camera else "") + "<channel|>", learn=True)
-    s.text(tok, answer, learn=True)
+        s.targets[-1] = ANSWER  # <channel|> predicts the answer's first token
+    s.text(tok, answer, learn=ANSWER)
     s.token(tok.id("<turn|>"), learn=False)
     s.text(tok, "\n")
     return kind, answer
@@ -298,6 +301,7 @@ def collate(samples, pad_id, row_tokens=None):
     B, T = len(rows), max(sum(len(x.ids) for x in r) for r in rows)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     labels = torch.full((B, T), -100, dtype=torch.long)
+    answer_mask = torch.zeros((B, T), dtype=torch.bool)  # labels that belong to an answer
     blocks = torch.full((B, T), -1, dtype=torch.long)
     positions = torch.zeros((B, T), dtype=torch.long)
     docs = torch.full((B, T), -1, dtype=torch.long)
@@ -313,6 +317,7 @@ def collate(samples, pad_id, row_tokens=None):
             for t in range(n - 1):
                 if s.targets[t]:
                     labels[b, at + t] = s.ids[t + 1]
+                    answer_mask[b, at + t] = s.targets[t] == ANSWER
             bl = torch.tensor(s.blocks)
             blocks[b, at:at + n] = torch.where(bl >= 0, bl + block_base, bl)
             positions[b, at:at + n] = torch.arange(n)
@@ -336,7 +341,7 @@ def collate(samples, pad_id, row_tokens=None):
                 xs.append(x)
                 ys.append(y)
             at += n
-    return {"ids": ids, "labels": labels, "blocks": blocks, "positions": positions, "docs": docs,
+    return {"ids": ids, "labels": labels, "answer_mask": answer_mask, "blocks": blocks, "positions": positions, "docs": docs,
             "audio_rows": torch.tensor(audio_rows, dtype=torch.long),
             "audio": torch.from_numpy(np.stack(audio)) if audio else torch.zeros(0, FRAME),
             "patch_rows": torch.tensor(patch_rows, dtype=torch.long),

@@ -111,14 +111,20 @@ def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20, think=Fal
     return loss.item()
 
 
-def loss_and_stats(model, batch, heads=()):
-    """Next-token cross entropy plus each AuxHead's weighted loss. Returns (loss, {head name: its loss})."""
+def loss_and_stats(model, batch, heads=(), answer_weight=1.0):
+    """Next-token cross entropy (answer tokens weighted answer_weight, the mean still over all targets)
+    plus each AuxHead's weighted loss. Returns (loss, {head name: its loss})."""
     if not heads:
         logits, hidden = layout.forward_batch(model, batch), {}
     else:
         logits, hidden = layout.forward_batch(model, batch, {h.name: (h.layer, h.rows) for h in heads})
     labels = batch["labels"]
-    loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+    if answer_weight == 1.0:
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+    else:
+        ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100, reduction="none")
+        weight = 1.0 + (answer_weight - 1.0) * batch["answer_mask"].view(-1).float()
+        loss = (ce * weight).sum() / (labels != -100).sum()
     aux_losses = {}
     for h in heads:
         aux_losses[h.name] = h.loss(h.head, hidden[h.name], batch)
@@ -245,6 +251,8 @@ def main():
                          "(or absent) in the turn's frame (0 = off; summary_loss)")
     ap.add_argument("--aux-summary-layer", type=int, default=5, help="layer whose output the summary head reads")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
+    ap.add_argument("--answer-weight", type=float, default=1.0,
+                    help="weight of the answer's tokens in the loss against the thought's and others' 1")
     ap.add_argument("--think", action="store_true",
                     help="thinking layout (layout.py): the thought describes the frame shown again at turn end")
     ap.add_argument("--keep-exports", action="store_true",
@@ -338,7 +346,7 @@ def main():
         for g in opt.param_groups + [g for h in heads for g in h.opt.param_groups]:
             g["lr"] = args.lr * schedule(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
-            loss, head_losses = loss_and_stats(model, batch, heads)
+            loss, head_losses = loss_and_stats(model, batch, heads, args.answer_weight)
         opt.zero_grad(set_to_none=True)
         for h in heads:
             h.opt.zero_grad(set_to_none=True)
