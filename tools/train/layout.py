@@ -238,6 +238,34 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
     return kind, answer
 
 
+def add_blind_lookup_turn(s, tok, rng, bank, noise, spoken):
+    """A training-only thinking turn without a frame: a scene question (spoken from the bank, or typed),
+    then the model turn with the scene's description given as the thought (not learned) and the answer read
+    off it (learned, as an answer). With no image to look at, the answer can only come from the thought's
+    text: it teaches the lookup that a thinking turn with a frame needs (train.py --blind-lookups)."""
+    shapes = tasks.random_scene(rng)
+    while True:
+        i = rng.choice(bank.scene_question_indices) if spoken else None
+        question = bank.texts[i] if spoken else rng.choice(tasks.SCENE_QUESTIONS)
+        if (answer := tasks.answer_question(question, shapes)) is not None:
+            break
+        shapes = tasks.random_scene(rng)
+    s.token(tok.id("<|turn>"))
+    s.text(tok, "user\n")
+    if spoken:
+        s.token(tok.id("<|audio>"))
+        for f in speech_frames(bank, i, noise, rng):
+            s.audio_frame(tok, f)
+        s.token(tok.id("<audio|>"))
+    else:
+        s.text(tok, question)
+    s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n" + tasks.describe(shapes) + "<channel|>")
+    s.targets[-1] = ANSWER  # <channel|> predicts the answer's first token
+    s.text(tok, answer, learn=ANSWER)
+    s.token(tok.id("<turn|>"))
+    s.text(tok, "\n")
+
+
 SUMMARY_OUTPUTS = 2 * len(tasks.SHAPES)  # per kind: its colour, then per kind: its cell
 SUMMARY_CLASSES = 1 + len(tasks.POSITION_PHRASES)  # 0 = the kind is absent; colours use 1..6, cells 1..9
 

@@ -87,6 +87,8 @@ class Bank:
         self.by_text = {}
         for i, t in enumerate(self.texts):
             self.by_text.setdefault(t, []).append(i)
+        scene = set(tasks.SCENE_QUESTIONS)
+        self.scene_question_indices = [i for i, t in enumerate(self.texts) if t in scene]
 
     def clip(self, i):
         return self.samples[self.offsets[i]:self.offsets[i + 1]]

@@ -179,9 +179,9 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
     def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1, extra_describe=0.7,
-                 spoken_describe=None, extra_gap=0, think=False):
+                 spoken_describe=None, extra_gap=0, think=False, blind_lookups=0):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
-        self.think = think
+        self.think, self.blind_lookups = think, blind_lookups
         self.extra_scenes, self.render_scale, self.extra_describe = extra_scenes, render_scale, extra_describe
         self.spoken_describe, self.extra_gap = spoken_describe, extra_gap
 
@@ -203,6 +203,11 @@ class BatchStream(torch.utils.data.IterableDataset):
                                            describe_share=self.extra_describe, audio_gap_max=self.extra_gap,
                                            think=self.think)
                         for _ in range(self.extra_scenes)]
+            # Frameless thinking turns (a third spoken): the answer can only be read off the given thought.
+            for k in range(self.blind_lookups):
+                s = layout.start_sample(tok, True)
+                layout.add_blind_lookup_turn(s, tok, rng, bank, noise, spoken=k % 3 == 0)
+                samples.append(s)
             yield layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
             step += 1
 
@@ -253,6 +258,8 @@ def main():
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 matmuls (autocast); 0 = float32")
     ap.add_argument("--answer-weight", type=float, default=1.0,
                     help="weight of the answer's tokens in the loss against the thought's and others' 1")
+    ap.add_argument("--blind-lookups", type=int, default=0,
+                    help="N frameless thinking turns per batch whose answer is read off a given thought (--think)")
     ap.add_argument("--think", action="store_true",
                     help="thinking layout (layout.py): the thought describes the frame shown again at turn end")
     ap.add_argument("--keep-exports", action="store_true",
@@ -337,7 +344,7 @@ def main():
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
                     args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe, args.extra_gap,
-                    args.think),
+                    args.think, args.blind_lookups),
         batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
