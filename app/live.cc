@@ -433,12 +433,9 @@ void TerminalPrinter::print(const SessionEvent& e) {
     case SessionEvent::Kind::SpeechStarted: std::printf("\n[you] …"); break;
     case SessionEvent::Kind::SpeechEnded: std::printf(" (speech ended)\n"); break;
     case SessionEvent::Kind::AnswerStarted:
-      std::printf("[conflux] ");
-      answering_ = true;
-      stream_text_.reset();
-      break;
     case SessionEvent::Kind::Token: {
-      const std::string text = stream_text_.push(e);
+      answering_ = true;
+      const std::string text = stream_text_.on_event(e);
       std::fwrite(text.data(), 1, text.size(), stdout);
       break;
     }

@@ -224,11 +224,8 @@ class StdoutMirror {
         std::printf("[you] speech %.1f s\n", std::chrono::duration<double>(e.time - speech_start_).count());
         break;
       case SessionEvent::Kind::AnswerStarted:
-        std::printf("[conflux] ");
-        stream_text_.reset();
-        break;
       case SessionEvent::Kind::Token: {
-        const std::string text = stream_text_.push(e);
+        const std::string text = stream_text_.on_event(e);
         std::fwrite(text.data(), 1, text.size(), stdout);
         break;
       }

@@ -863,6 +863,14 @@ std::string AnswerStreamText::push(const SessionEvent& token) {
   return "";
 }
 
+std::string AnswerStreamText::on_event(const SessionEvent& e) {
+  if (e.kind == SessionEvent::Kind::AnswerStarted) {
+    reset();
+    return "[conflux] ";
+  }
+  return e.kind == SessionEvent::Kind::Token ? push(e) : std::string();
+}
+
 Session::Session(const Model& model, const Tokenizer& tokenizer, const RuntimeConfig& runtime, const SessionConfig& config)
     : impl_(std::make_unique<Impl>(*this, model, tokenizer, runtime, config)) {}
 

@@ -149,6 +149,8 @@ class AnswerStreamText {
  public:
   std::string push(const SessionEvent& token);
   void reset() { state_ = State::Answer; }
+  // For any event: "[conflux] " (and a reset) at AnswerStarted, push() at Token, else "".
+  std::string on_event(const SessionEvent& e);
 
  private:
   enum class State { Answer, ChannelName, Thought } state_ = State::Answer;

@@ -486,8 +486,9 @@ TEST(AnswerStreamText, ShowsTheThoughtInParenthesesWithoutItsChannelName) {
                                 token(" circle", true), token("", true), token("red", false)})
     out += printer.push(e);
   EXPECT_EQ(out, "(thinking: a red circle) red");
-  printer.reset();
-  EXPECT_EQ(printer.push(token("hello", false)), "hello");  // no thought: the answer as it comes
+  printer.push(token("", true));  // a thought cut off: the next answer starts afresh
+  EXPECT_EQ(printer.on_event(SessionEvent{SessionEvent::Kind::AnswerStarted, 0, -1, ""}), "[conflux] ");
+  EXPECT_EQ(printer.on_event(token("hello", false)), "hello");  // no thought: the answer as it comes
   EXPECT_EQ(thought_without_channel_name("thought\na red circle"), "a red circle");
   EXPECT_EQ(thought_without_channel_name("thou"), "");  // the channel name still incomplete
 }
