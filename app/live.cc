@@ -117,13 +117,20 @@ LiveOptions parse_live_options(const Args& a) {
   return o;
 }
 
-void apply_model_session_defaults(const std::string& model_dir, const Args& a, SessionConfig& s) {
+namespace {
+
+// The checkpoint's generation_config.json; defaults when it has none.
+GenerationConfig model_generation_config(const std::string& model_dir) {
   const fs::path gen = fs::path(model_dir) / "generation_config.json";
-  if (fs::exists(gen)) {
-    const GenerationConfig g = load_generation_config(gen.string());
-    s.thinking = g.enable_thinking;
-    s.image_at_turn_end = g.image_at_turn_end;
-  }
+  return fs::exists(gen) ? load_generation_config(gen.string()) : GenerationConfig{};
+}
+
+}  // namespace
+
+void apply_model_session_defaults(const std::string& model_dir, const Args& a, SessionConfig& s) {
+  const GenerationConfig g = model_generation_config(model_dir);
+  s.thinking = g.enable_thinking;
+  s.image_at_turn_end = g.image_at_turn_end;
   const auto on_off = [&](const char* name, bool& out) {
     const auto v = a.get(name);
     if (!v) return;
