@@ -28,8 +28,6 @@ constexpr auto kAudioOrderingWait = std::chrono::milliseconds(250);
 
 double ms_between(TimePoint a, TimePoint b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
-
-
 struct AudioPiece {
   std::vector<float> samples;  // at most one frame's worth
   TimePoint captured;
