@@ -156,6 +156,11 @@ int cmd_eval(int argc, char** argv) {
   const auto model = Model::load(model_dir);
   const Tokenizer tok = Tokenizer::load((fs::path(model_dir) / "tokenizer.json").string());
   const int budget = args.get_int("budget", default_image_budget(model_dir));
+  // How the model is run, read once: greedy with its own stop and suppressed tokens, and its thinking
+  // settings (the model's way of running, not the recording's).
+  SessionConfig model_way;
+  apply_generation_config(model_dir, tok, model_way.sampling);
+  apply_model_session_defaults(model_dir, args, model_way);
   std::map<std::string, TaskScore> scores;
   for (const Item& it : items) {
     const Recording rec = load_recording(it.dir);
@@ -165,9 +170,9 @@ int cmd_eval(int argc, char** argv) {
     rc.n_threads = args.get_int("threads", 0);
     cfg.image_budget = budget;
     rc.max_chunk = std::max(512, budget);
-    cfg.sampling = SamplingParams{};  // greedy, with the model's own stop and suppressed tokens
-    apply_generation_config(model_dir, tok, cfg.sampling);
-    apply_model_session_defaults(model_dir, args, cfg);  // the model's way of running, not the recording's
+    cfg.sampling = model_way.sampling;
+    cfg.thinking = model_way.thinking;
+    cfg.image_at_turn_end = model_way.image_at_turn_end;
     cfg.max_answer_tokens = args.get_int("max-tokens", 128);
     cfg.video_queue_waits = true;  // fed as fast as possible: every frame, bounded memory
     cfg.recorder = nullptr;

@@ -12,7 +12,7 @@
 Loss is on the answer tokens and the <turn|> that ends them. Earlier turns (with their answers) may
 precede the last one, as in a running session.
 
-With think=True (the session's thinking mode, which the bundled model uses): the sequence opens with the
+With think=True (the session's thinking mode, --thinking on --image-at-turn-end on): the sequence opens with the
 system turn <|turn>system\n<|think|>\n<turn|>\n; a turn that showed the camera gets one more frame just
 before it closes (the session's image at turn end); and the generation prompt is <|turn>model\n, after
 which the model writes its thought and then the answer:
@@ -225,17 +225,22 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
     if end_view is not None:  # the session's image at turn end
         s.image(tok, *end_view)
     s.text(tok, "<turn|>\n<|turn>model\n" if think else "<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
-    # The first answer token is predicted from the last prompt token, so the prompt's last target is on.
-    s.targets[-1] = True if think else ANSWER
     if camera:
         s.summaries.append((len(s.ids) - 1, summary_labels(shapes)))
     if think:
+        s.targets[-1] = True  # the last prompt token predicts the thought's opening
         s.text(tok, "<|channel>thought\n" + (tasks.describe(shapes) if camera else "") + "<channel|>", learn=True)
-        s.targets[-1] = ANSWER  # <channel|> predicts the answer's first token
-    s.text(tok, answer, learn=ANSWER)
-    s.token(tok.id("<turn|>"), learn=False)
-    s.text(tok, "\n")
+    add_answer(s, tok, answer)
     return kind, answer
+
+
+def add_answer(s, tok, answer):
+    """The answer after the prompt (or after the thought) and the end of the model turn: the token before
+    it predicts the answer's first token, and every answer token the next."""
+    s.targets[-1] = ANSWER
+    s.text(tok, answer, learn=ANSWER)
+    s.token(tok.id("<turn|>"))
+    s.text(tok, "\n")
 
 
 def add_blind_lookup_turn(s, tok, rng, bank, noise, spoken):
@@ -260,10 +265,7 @@ def add_blind_lookup_turn(s, tok, rng, bank, noise, spoken):
     else:
         s.text(tok, question)
     s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n" + tasks.describe(shapes) + "<channel|>")
-    s.targets[-1] = ANSWER  # <channel|> predicts the answer's first token
-    s.text(tok, answer, learn=ANSWER)
-    s.token(tok.id("<turn|>"))
-    s.text(tok, "\n")
+    add_answer(s, tok, answer)
 
 
 SUMMARY_OUTPUTS = 2 * len(tasks.SHAPES)  # per kind: its colour, then per kind: its cell
