@@ -104,6 +104,15 @@ void ThreadPool::run(int n_tasks, TaskRef fn) {
   }
 }
 
+// A hint: a worker that announces its sleep just after the check below is woken by the region itself, as
+// always.
+void ThreadPool::wake_workers() {
+  if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  nudges_.fetch_add(1, std::memory_order_relaxed);
+  wake_.notify_all();
+}
+
 void ThreadPool::worker_main(int thread) {
   uint32_t seen = 0;
   for (;;) {
@@ -117,11 +126,17 @@ void ThreadPool::worker_main(int thread) {
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
       // Re-checked after announcing the sleep: a region published before the announcement is seen here,
       // one published after it finds sleepers_ > 0 and notifies under the lock.
-      wake_.wait(lock, [&] { return stop_.load() || generation_.load(std::memory_order_seq_cst) != seen; });
+      const uint32_t nudged = nudges_.load(std::memory_order_relaxed);
+      wake_.wait(lock, [&] {
+        return stop_.load() || generation_.load(std::memory_order_seq_cst) != seen ||
+               nudges_.load(std::memory_order_relaxed) != nudged;
+      });
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
+      wakeups_.fetch_add(1, std::memory_order_release);
       now = generation_.load(std::memory_order_acquire);
     }
     if (stop_.load(std::memory_order_relaxed)) return;
+    if (now == seen) continue;  // woken ahead of a region (wake_workers): spin for it
     seen = now;
     drain(now, thread);
   }

@@ -42,6 +42,16 @@ class ThreadPool {
   // share of W is then one sequential stream), then takes the next unclaimed tasks of the other
   // shares, so uneven tasks and a descheduled thread still balance. n_tasks < kMaxTasks.
   static constexpr int kMaxTasks = 1 << 20;
+
+  // Gets sleeping workers up to spin for a region that is about to come. A worker asleep when a region
+  // starts takes tens of microseconds to join it (the futex wake-up); the first region of a decode step
+  // (after sampling, where the workers had nothing to do) otherwise paid that. Call it before serial
+  // work that precedes the region.
+  void wake_workers();
+  // Workers asleep on the condition variable right now, and how often one has woken up (for tests and
+  // diagnostics).
+  int sleeping_workers() const { return sleepers_.load(std::memory_order_acquire); }
+  uint64_t worker_wakeups() const { return wakeups_.load(std::memory_order_acquire); }
   template <class F>
   void parallel_for(int n_tasks, F&& fn) {
     auto& f = fn;
@@ -69,6 +79,8 @@ class ThreadPool {
   std::condition_variable wake_;
   std::atomic<uint32_t> generation_{0};  // bumped once per parallel region
   std::atomic<int> sleepers_{0};         // workers blocked on wake_
+  std::atomic<uint32_t> nudges_{0};      // bumped by wake_workers (under mu_)
+  std::atomic<uint64_t> wakeups_{0};     // returns from the condition variable
   std::atomic<bool> stop_{false};
   std::atomic<TaskRef*> job_{nullptr};
   std::atomic<int> done_{0};             // tasks of the current region finished

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <mutex>
 #include <random>
@@ -422,6 +423,31 @@ TEST(ThreadPool, BackToBackRegionsUnderContention) {
   hog_running = false;
   hog.join();
   EXPECT_EQ(wrong, 0);
+}
+
+// wake_workers gets a sleeping worker up without a region; it spins for a while, then sleeps again, and
+// the next regions still run every task exactly once (a nudged worker must not re-run an old region).
+TEST(ThreadPool, WakeWorkersGetsSleepersUpWithoutARegion) {
+  ThreadPool pool(2);
+  pool.parallel_for(4, [](int, int) {});
+  // Waits up to 5 s (a loaded CI machine may deschedule the worker) for the sleeper count to reach `n`.
+  auto wait_for_sleepers = [&](int n) {
+    for (int i = 0; i < 5000 && pool.sleeping_workers() != n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return pool.sleeping_workers();
+  };
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(wait_for_sleepers(1), 1) << "the idle worker never went to sleep";
+    const uint64_t wakeups = pool.worker_wakeups();
+    pool.wake_workers();
+    for (int i = 0; i < 5000 && pool.worker_wakeups() == wakeups; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_GT(pool.worker_wakeups(), wakeups) << "wake_workers left the worker asleep";
+    std::vector<std::atomic<int>> hits(16);
+    pool.parallel_for(16, [&](int t, int) { hits[size_t(t)]++; });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  }
+  pool.wake_workers();  // the destructor stops a nudged worker too
 }
 
 }  // namespace
