@@ -62,7 +62,7 @@ void unpack_q4_rows(const uint8_t* q4, int rows, int in_dim, int8_t* out) {
 }
 
 // Several activation rows (prefill) against a block-quantized W.
-void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
+void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch, float cap) {
   const int out_dim = int(w.shape[0]);
   const int in_dim = int(w.shape[1]);
   const int nb = in_dim / kQuantBlock;
@@ -93,6 +93,7 @@ void matmul_quantized(ThreadPool& pool, const float* x, int n, const TensorRef& 
       float* yj = y + size_t(j) * out_dim;
       // The task's rows in one call: the kernel prepares x once for all of them.
       dot_rows_quant(wt, xqj, xdj, wblock, w.scales + size_t(r0) * nb, r1 - r0, in_dim, yj + r0);
+      if (cap > 0.f) softcap(yj + r0, r1 - r0, cap);
     }
   };
   pool.parallel_for(n_tasks, task);
@@ -150,6 +151,7 @@ void matmul_decode(ThreadPool& pool, const float* x, std::initializer_list<Matmu
     const TensorRef& w = *jobs[i].w;
     const int r0 = (t - first_task[i]) * per_task, r1 = std::min(int(w.shape[0]), r0 + per_task);
     decode_rows(w, x, xq, xd, r0, r1, jobs[i].y);
+    if (jobs[i].cap > 0.f) softcap(jobs[i].y + r0, r1 - r0, jobs[i].cap);
   };
   pool.parallel_for(first_task[count], task);
 }
@@ -159,12 +161,12 @@ void matmul_decode(ThreadPool& pool, const float* x, std::initializer_list<Matmu
 void matmul_shared_input(ThreadPool& pool, const float* x, int n, std::initializer_list<MatmulOut> outs,
                          float* scratch) {
   if (n == 1) return matmul_decode(pool, x, outs, scratch);
-  for (const MatmulOut& o : outs) matmul(pool, x, n, *o.w, o.y, scratch);
+  for (const MatmulOut& o : outs) matmul(pool, x, n, *o.w, o.y, scratch, o.cap);
 }
 
-void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch) {
-  if (n == 1) return matmul_decode(pool, x, {MatmulOut{&w, y}}, scratch);
-  if (is_quantized(w.dtype)) return matmul_quantized(pool, x, n, w, y, scratch);
+void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch, float cap) {
+  if (n == 1) return matmul_decode(pool, x, {MatmulOut{&w, y, cap}}, scratch);
+  if (is_quantized(w.dtype)) return matmul_quantized(pool, x, n, w, y, scratch, cap);
   const int out_dim = int(w.shape[0]);
   const int in_dim = int(w.shape[1]);
   const size_t elem = dtype_size(w.dtype);
@@ -174,14 +176,12 @@ void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* 
   auto task = [&](int t, int thread) {
     const int r0 = t * per_task, r1 = std::min(out_dim, r0 + per_task);
     const uint8_t* wrows = static_cast<const uint8_t*>(w.data) + size_t(r0) * size_t(in_dim) * elem;
-    DType wt = w.dtype;
     const void* wsrc = wrows;
     if (widen) {
       // Widen this block of W once; the n rows of x then run the f32 kernel over it.
       float* buf = scratch + size_t(thread) * size_t(kRowsPerTask) * size_t(in_dim);
       widen_to_f32(w.dtype, wrows, buf, size_t(r1 - r0) * size_t(in_dim));
       wsrc = buf;
-      wt = DType::F32;
     }
     // Several rows: the f32 block is in cache; 4 x 4 tiles of (x rows, W rows) share every load.
     const float* wblock = static_cast<const float*>(wsrc);
@@ -192,6 +192,8 @@ void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* 
                  std::min(kTileRows, r1 - r), size_t(in_dim), in_dim, y + size_t(j) * out_dim + r, size_t(out_dim));
       }
     }
+    if (cap > 0.f)
+      for (int j = 0; j < n; ++j) softcap(y + size_t(j) * out_dim + r0, r1 - r0, cap);
   };
   pool.parallel_for(n_tasks, task);
 }

@@ -243,8 +243,7 @@ void Context::decode(const DecodeBatch& b, float* logits_out) {
   const int piece_rows = int(s_->head_in.size() / size_t(D));
   float* out = logits_out;
   auto flush = [&](int rows) {
-    matmul(*pool_, s_->head_in.data(), rows, head, out, s_->mm.data());
-    if (t.final_logit_softcapping > 0.f) softcap(out, rows * t.vocab_size, t.final_logit_softcapping);
+    matmul(*pool_, s_->head_in.data(), rows, head, out, s_->mm.data(), t.final_logit_softcapping);
     out += size_t(rows) * t.vocab_size;
   };
   int gathered = 0;

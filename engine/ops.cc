@@ -350,19 +350,30 @@ CONFLUX_AVX2 inline __m256 tanh8(__m256 v) {
   return _mm256_or_ps(t, _mm256_and_ps(v, sign_mask));
 }
 
+// The tail goes through the same vector code (masked), so every value gets the same result wherever it
+// sits in the call: the head's matmul soft-caps each task's rows separately, and logits must not depend
+// on how the rows were cut into tasks (the thread count).
 CONFLUX_AVX512 void softcap_avx512(float* y, int n, float cap) {
   const __m512 c = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.f / cap);
   int i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(y + i, _mm512_mul_ps(c, tanh16(_mm512_mul_ps(_mm512_loadu_ps(y + i), inv))));
-  scalar::softcap(y + i, n - i, cap);
+  if (i == n) return;
+  const __mmask16 tail = __mmask16((1u << (n - i)) - 1);
+  const __m512 v = _mm512_maskz_loadu_ps(tail, y + i);
+  _mm512_mask_storeu_ps(y + i, tail, _mm512_mul_ps(c, tanh16(_mm512_mul_ps(v, inv))));
 }
 CONFLUX_AVX2 void softcap_avx2(float* y, int n, float cap) {
   const __m256 c = _mm256_set1_ps(cap), inv = _mm256_set1_ps(1.f / cap);
   int i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(y + i, _mm256_mul_ps(c, tanh8(_mm256_mul_ps(_mm256_loadu_ps(y + i), inv))));
-  scalar::softcap(y + i, n - i, cap);
+  if (i == n) return;
+  // Lanes below n - i: all bits set (the sign bit selects them for maskload / maskstore).
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), lane);
+  const __m256 v = _mm256_maskload_ps(y + i, tail);
+  _mm256_maskstore_ps(y + i, tail, _mm256_mul_ps(c, tanh8(_mm256_mul_ps(v, inv))));
 }
 
 // gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).

@@ -46,7 +46,10 @@ void dot_rows_quant(DType t, const int8_t* xq, const float* xd, const void* w, c
 // blocks of W rows. For n > 1, each block of an f16/bf16 W is widened to f32 once and reused across
 // the n rows; for quantized W the n rows of x are quantized once, up front.
 // `scratch` must hold matmul_scratch_floats(in_dim, n, pool.size()) floats (no allocation here).
-void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch);
+// cap > 0 soft-caps the result, y = cap·tanh(y / cap) (the head's final_logit_softcapping), each task
+// on the rows it just wrote: in parallel and while they are in its cache, where a pass over the whole
+// 262144-wide logits row afterwards was one thread's ~60 µs per token.
+void matmul(ThreadPool& pool, const float* x, int n, const TensorRef& w, float* y, float* scratch, float cap = 0.f);
 size_t matmul_scratch_floats(int in_dim, int max_rows, int threads);
 
 // Several matrices that read the same input (a layer's K, V and Q; its gate and up), y_i = x · W_iᵀ,
@@ -56,6 +59,7 @@ size_t matmul_scratch_floats(int in_dim, int max_rows, int threads);
 struct MatmulOut {
   const TensorRef* w;
   float* y;
+  float cap = 0.f;  // > 0: soft-cap y as matmul's cap does
 };
 constexpr int kMaxSharedInput = 4;
 void matmul_shared_input(ThreadPool& pool, const float* x, int n, std::initializer_list<MatmulOut> outs,

@@ -208,6 +208,23 @@ TEST(Ops, SoftcapAndGeluMatchScalarTwins) {
   });
 }
 
+// Soft-capping a row in pieces gives exactly what one call over the whole row gives, at every ISA: the
+// head's matmul caps each task's rows on its own, so a value's result may not depend on whether it fell
+// in a vector body or a tail.
+TEST(Ops, SoftcapIsTheSameInPiecesAsWhole) {
+  at_every_isa([&](const char* isa) {
+    const int n = 1001;
+    const auto row = randn(size_t(n), 11, 20.f);
+    auto whole = row;
+    softcap(whole.data(), n, 30.f);
+    for (int piece : {1, 3, 7, 16, 17, 40}) {
+      auto pieces = row;
+      for (int i = 0; i < n; i += piece) softcap(pieces.data() + i, std::min(piece, n - i), 30.f);
+      EXPECT_EQ(pieces, whole) << isa << " pieces of " << piece;
+    }
+  });
+}
+
 // Attention over a run of slots against the scalar per-key twins (dot, axpy on the stored values), for
 // f32 and bf16 entries: head sizes with and without the 256-, 64- and 16-float chunks, rows padded
 // (stride > hd); 1e-5 of Σ|terms| for the summation order.

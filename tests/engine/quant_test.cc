@@ -224,6 +224,33 @@ TEST(QuantKernels, MatmulMatchesTwinKernelForBothBatchShapes) {
   }
 }
 
+// The head's soft-cap applied by the matmul's own tasks (cap > 0) gives exactly the uncapped matmul
+// followed by softcap over the whole output, in every format and for both batch shapes; 37 rows end
+// mid-task, and the values are scaled so that the cap (1.5) bends most of them.
+TEST(QuantKernels, MatmulSoftcapEqualsSoftcapAfterwards) {
+  ThreadPool pool(2);
+  const int out = 37, in = 3 * kQuantBlock;
+  const float cap = 1.5f;
+  for (DType t : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    const QuantMatrix w = make_matrix(randn(size_t(out) * in, 90, 1.f), out, in, t);
+    for (int n : {1, 4}) {
+      const auto x = randn(size_t(n) * in, 91);
+      std::vector<float> scratch(matmul_scratch_floats(in, n, pool.size()));
+      std::vector<float> capped(size_t(n) * out), after(size_t(n) * out);
+      matmul(pool, x.data(), n, w.ref, capped.data(), scratch.data(), cap);
+      matmul(pool, x.data(), n, w.ref, after.data(), scratch.data());
+      int bent = 0;
+      for (float v : after) bent += std::fabs(v) > cap;
+      EXPECT_GT(bent, n * out / 2) << "the test's values should mostly exceed the cap";
+      softcap(after.data(), n * out, cap);
+      EXPECT_EQ(capped, after) << dtype_name(t) << " n " << n;
+      std::vector<float> shared(size_t(n) * out);
+      matmul_shared_input(pool, x.data(), n, {{&w.ref, shared.data(), cap}}, scratch.data());
+      EXPECT_EQ(shared, after) << dtype_name(t) << " n " << n << " (shared input)";
+    }
+  }
+}
+
 // Matrices sharing an input (K, V and Q; gate and up) give exactly what one matmul per matrix gives,
 // in every format and for both batch shapes: decode runs them as one task list whose tasks never
 // straddle two matrices, row counts chosen so they end mid-task (37, 5, 70 rows on two threads).
