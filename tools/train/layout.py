@@ -18,6 +18,11 @@ before it closes (the session's image at turn end); and the generation prompt is
 which the model writes its thought and then the answer:
   <|channel>thought\n{description of the frame, or nothing without one}<channel|>ANSWER<turn|>\n
 The loss covers the thought too. Earlier turns keep their thoughts, as they stay in a session's KV cache.
+
+With restate=True as well, the thought of a turn that asks about one shape ends by writing the question out
+(thought_text): "a red circle at the top left, what colour is the circle". The model has to turn the spoken
+question into text there, and the answer is then one lookup from text to text, the one that a typed question
+needs (the model card gives the measurements).
 """
 
 import numpy as np
@@ -146,8 +151,17 @@ def quiet_audio(s, tok, noise, rng, frames):
     s.token(tok.id("<audio|>"))
 
 
+def thought_text(shapes, question, restate):
+    """The thought of a thinking turn that saw the frame: its description, and with restate, for a question
+    about one shape (not "what do you see"), ", " and the question as text."""
+    text = tasks.describe(shapes)
+    if restate and question in tasks.SCENE_QUESTIONS and question != tasks.SCENE_QUESTION:
+        text += ", " + question
+    return text
+
+
 def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX, describe_share=0.7,
-             spoken_describe_share=None, audio_gap_max=0, think=False):
+             spoken_describe_share=None, audio_gap_max=0, think=False, restate=False):
     """Appends one complete user turn and its answer; returns (task, answer). A typed scene question is
     "what do you see" with probability describe_share, else any scene question (that one included). A
     spoken (combined) question is a random scene question of the bank, or, with spoken_describe_share
@@ -155,7 +169,8 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
     audio_gap_max, a typed scene question comes after 0..audio_gap_max frames of quiet_audio: at step 24500
     10 such frames took the typed description from 71% to 0% (teacher-forced), which is why the spoken one,
     whose words stand there, fails. With think, see the module's docstring: why it helps is in the model
-    card (the thought describes the frame right after it, and the answer is read off that text)."""
+    card (the thought describes the frame right after it, and the answer is read off that text); with restate
+    too, the thought ends with the question (thought_text)."""
     kind = kind or rng.choices(TASKS, mix)[0]
     shapes = tasks.random_scene(rng)
     if kind == "command":
@@ -229,7 +244,9 @@ def add_turn(s, tok, rng, nrng, bank, noise, budget, kind=None, mix=DEFAULT_MIX,
         s.summaries.append((len(s.ids) - 1, summary_labels(shapes)))
     if think:
         s.targets[-1] = True  # the last prompt token predicts the thought's opening
-        s.text(tok, "<|channel>thought\n" + (tasks.describe(shapes) if camera else "") + "<channel|>", learn=True)
+        question = typed if kind == "scene" else bank.texts[i] if kind == "combined" else None
+        thought = thought_text(shapes, question, restate) if camera else ""
+        s.text(tok, "<|channel>thought\n" + thought + "<channel|>", learn=True)
     add_answer(s, tok, answer)
     return kind, answer
 
@@ -243,11 +260,12 @@ def add_answer(s, tok, answer):
     s.text(tok, "\n")
 
 
-def add_blind_lookup_turn(s, tok, rng, bank, noise, spoken):
+def add_blind_lookup_turn(s, tok, rng, bank, noise, spoken, restate=False):
     """A training-only thinking turn without a frame: a scene question (spoken from the bank, or typed),
     then the model turn with the scene's description given as the thought (not learned) and the answer read
     off it (learned, as an answer). With no image to look at, the answer can only come from the thought's
-    text: it teaches the lookup that a thinking turn with a frame needs (train.py --blind-lookups)."""
+    text: it teaches the lookup that a thinking turn with a frame needs (train.py --blind-lookups, lookups.py).
+    With restate, the thought ends with the question as add_turn's does."""
     shapes = tasks.random_scene(rng)
     while True:
         i = rng.choice(bank.scene_question_indices) if spoken else None
@@ -264,7 +282,7 @@ def add_blind_lookup_turn(s, tok, rng, bank, noise, spoken):
         s.token(tok.id("<audio|>"))
     else:
         s.text(tok, question)
-    s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n" + tasks.describe(shapes) + "<channel|>")
+    s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n" + thought_text(shapes, question, restate) + "<channel|>")
     add_answer(s, tok, answer)
 
 
@@ -306,12 +324,12 @@ def start_sample(tok, think=False):
 
 
 def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX, describe_share=0.7,
-                spoken_describe_share=None, audio_gap_max=0, think=False):
+                spoken_describe_share=None, audio_gap_max=0, think=False, restate=False):
     s = start_sample(tok, think)
     turns = turns or (2 if rng.random() < 0.2 else 1)
     for _ in range(turns):
         add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix, describe_share=describe_share,
-                 spoken_describe_share=spoken_describe_share, audio_gap_max=audio_gap_max, think=think)
+                 spoken_describe_share=spoken_describe_share, audio_gap_max=audio_gap_max, think=think, restate=restate)
     return s
 
 

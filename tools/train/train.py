@@ -84,7 +84,7 @@ def shape_loss(head, hidden, batch):
 PROBE_MIX = {"speech": [0.6, 0.0, 0.4], "shape": [0.0, 0.5, 0.5], "summary": [0.0, 0.5, 0.5]}
 
 
-def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20, think=False):
+def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20, think=False, restate=False):
     """Starts a training-only head as a linear probe of the model as it stands: its hidden states after the
     head's layer on `batches` batches (seeded apart from the training stream) are taken once, frozen, and the
     head alone is fitted to them. A random speech head's CTC loss is ~86 per word (its gradient would swamp
@@ -93,7 +93,8 @@ def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20, think=Fal
     model.eval()
     for i in range(batches):
         rng, nrng = random.Random(seed * 7919 + i), np.random.default_rng([seed, 7919, i])
-        samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=PROBE_MIX[h.name], think=think)
+        samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=PROBE_MIX[h.name], think=think,
+                                     restate=restate)
                    for _ in range(16)]
         batch = layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -179,9 +180,9 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
     def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1, extra_describe=0.7,
-                 spoken_describe=None, extra_gap=0, think=False, blind_lookups=0):
+                 spoken_describe=None, extra_gap=0, think=False, blind_lookups=0, restate=False):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
-        self.think, self.blind_lookups = think, blind_lookups
+        self.think, self.blind_lookups, self.restate = think, blind_lookups, restate
         self.extra_scenes, self.render_scale, self.extra_describe = extra_scenes, render_scale, extra_describe
         self.spoken_describe, self.extra_gap = spoken_describe, extra_gap
 
@@ -195,18 +196,19 @@ class BatchStream(torch.utils.data.IterableDataset):
         while True:
             rng, nrng = random.Random(self.seed * 1000003 + step), np.random.default_rng([self.seed, step])
             samples = [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, mix=self.mix,
-                                          spoken_describe_share=self.spoken_describe, think=self.think)
+                                          spoken_describe_share=self.spoken_describe, think=self.think,
+                                          restate=self.restate)
                        for _ in range(self.batch)]
             # Typed scene questions are short (~50 tokens against ~150 for a spoken turn), so extra ones add
             # many shape, colour and place labels for little compute.
             samples += [layout.make_sample(tok, rng, nrng, bank, noise, BUDGET, turns=1, mix=[0, 1, 0],
                                            describe_share=self.extra_describe, audio_gap_max=self.extra_gap,
-                                           think=self.think)
+                                           think=self.think, restate=self.restate)
                         for _ in range(self.extra_scenes)]
             # Frameless thinking turns (a third spoken): the answer can only be read off the given thought.
             for k in range(self.blind_lookups):
                 s = layout.start_sample(tok, True)
-                layout.add_blind_lookup_turn(s, tok, rng, bank, noise, spoken=k % 3 == 0)
+                layout.add_blind_lookup_turn(s, tok, rng, bank, noise, spoken=k % 3 == 0, restate=self.restate)
                 samples.append(s)
             yield layout.collate(samples, tok.id("<pad>"), ROW_TOKENS)
             step += 1
@@ -262,6 +264,8 @@ def main():
                     help="N frameless thinking turns per batch whose answer is read off a given thought (--think)")
     ap.add_argument("--think", action="store_true",
                     help="thinking layout (layout.py): the thought describes the frame shown again at turn end")
+    ap.add_argument("--restate-question", action="store_true",
+                    help="with --think: a thought about one shape ends with the question as text (layout.thought_text)")
     ap.add_argument("--keep-exports", action="store_true",
                     help="also keep each periodic export in its own folder, OUT-stepN, for choosing among them")
     args = ap.parse_args()
@@ -283,7 +287,8 @@ def main():
         check[kind] = []
         for _ in range(48):
             s = layout.start_sample(tok, args.think)
-            layout.add_turn(s, tok, vrng, vnrng, bank, noise, BUDGET, kind, think=args.think)
+            layout.add_turn(s, tok, vrng, vnrng, bank, noise, BUDGET, kind, think=args.think,
+                            restate=args.restate_question)
             check[kind].append(s)
 
     decay, no_decay = [], []
@@ -334,7 +339,8 @@ def main():
     if step > 0:
         for h in heads:
             if h.key not in restored and (h.name == "speech" or args.init_from):
-                fitted = fit_probe(model, h, tok, bank, noise, args.seed, think=args.think)
+                fitted = fit_probe(model, h, tok, bank, noise, args.seed, think=args.think,
+                                   restate=args.restate_question)
                 print(f"{h.name} head fitted to the model at step {step}: loss {fitted:.3f}")
 
     t0 = time.time()
@@ -344,7 +350,7 @@ def main():
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
                     args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe, args.extra_gap,
-                    args.think, args.blind_lookups),
+                    args.think, args.blind_lookups, args.restate_question),
         batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
