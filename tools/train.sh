@@ -60,9 +60,24 @@ $PY tools/train/train.py --out "$WORK/p12" --resume "${THINK[@]}" --extra-descri
   --answer-weight 5 --blind-lookups 24 --eval-every 125 --stop-at 27375 | tee -a "$WORK/train.log"
 $PY tools/train/train.py --out "$WORK/p12" --resume "${THINK[@]}" --extra-describe 0.15 \
   --answer-weight 5 --blind-lookups 48 --eval-every 125 --stop-at 27500 | tee -a "$WORK/train.log"
-$PY tools/train/average.py "$WORK/p12-avg" "$WORK/p12-step27125" "$WORK/p12-step27250" "$WORK/p12-step27375" \
-  "$WORK/p12-step27500"
-for f in model.safetensors generation_config.json; do cp "$WORK/p12-avg/$f" assets/model/; done
+# Phase 13, the question restated: a thought about one shape ends with the question as text
+# (--restate-question), so the answer is a lookup from text to text. Phase 12's run continues so to 28250;
+# then 900 steps of typed frameless lookups alone (lookups.py: 600, and 300 more with a fresh optimizer),
+# after which the model answers from a given thought (192 of 192 held out) and has forgotten the rest; then
+# phase 12's recipe, restated, from that export with a fresh optimizer to 29250. The release is the mean of
+# the exports from 28875 to 29250.
+RESTATE=(--extra-describe 0.15 --answer-weight 5 --blind-lookups 48 --restate-question --eval-every 125)
+$PY tools/train/train.py --out "$WORK/p13" --resume "${THINK[@]}" "${RESTATE[@]}" --stop-at 28250 \
+  | tee -a "$WORK/train.log"
+$PY tools/train/lookups.py --init-from "$WORK/p13-step28250" --out "$WORK/lookups600" --steps 600 \
+  --restate-question | tee -a "$WORK/train.log"
+$PY tools/train/lookups.py --init-from "$WORK/lookups600" --out "$WORK/lookups900" --steps 300 \
+  --restate-question | tee -a "$WORK/train.log"
+$PY tools/train/train.py --out "$WORK/p13b" --init-from "$WORK/lookups900" --start-step 28250 "${THINK[@]}" \
+  "${RESTATE[@]}" --stop-at 29250 | tee -a "$WORK/train.log"
+$PY tools/train/average.py "$WORK/p13-avg" "$WORK/p13b-step28875" "$WORK/p13b-step29000" "$WORK/p13b-step29125" \
+  "$WORK/p13b-step29250"
+for f in model.safetensors generation_config.json; do cp "$WORK/p13-avg/$f" assets/model/; done
 $PY tools/train/parity.py --model assets/model --out tests/data/small-model
 $PY tools/train/make_recordings.py eval --out tests/data/eval-set --per-task 8
 $PY tools/train/make_recordings.py demo --out assets/demo
