@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the bundled small model (assets/model) from scratch and regenerates everything derived from it:
 # the speech bank, the model, the parity cases, the held-out eval set and the demo recording. Seeded: the
-# same machine gives the same files. Not part of CI (about 15.5 hours on 2 cores); the results are committed.
+# same machine gives the same files. Not part of CI (about 19 hours on 2 cores); the results are committed.
 #
 #   tools/train.sh
 set -euo pipefail
@@ -60,12 +60,12 @@ $PY tools/train/train.py --out "$WORK/p12" --resume "${THINK[@]}" --extra-descri
   --answer-weight 5 --blind-lookups 24 --eval-every 125 --stop-at 27375 | tee -a "$WORK/train.log"
 $PY tools/train/train.py --out "$WORK/p12" --resume "${THINK[@]}" --extra-describe 0.15 \
   --answer-weight 5 --blind-lookups 48 --eval-every 125 --stop-at 27500 | tee -a "$WORK/train.log"
-# Phase 13, the question restated: a thought about one shape ends with the question as text
-# (--restate-question), so the answer is a lookup from text to text. Phase 12's run continues so to 28250;
-# then 900 steps of typed frameless lookups alone (lookups.py: 600, and 300 more with a fresh optimizer),
-# after which the model answers from a given thought (192 of 192 held out) and has forgotten the rest; then
-# phase 12's recipe, restated, from that export with a fresh optimizer to 29250. The release is the mean of
-# the exports from 28875 to 29250.
+# Phase 13, the question restated: the thought of a question about the frame (any but "what do you see")
+# ends with the question as text (--restate-question), so the answer is a lookup from text to text. Phase
+# 12's run continues so to 28250; then 900 steps of typed frameless lookups alone (lookups.py: 600, and
+# 300 more with a fresh optimizer), after which the model answers from a given thought (192 of 192 held
+# out) and has forgotten the rest; then phase 12's recipe, restated, from that export with a fresh
+# optimizer to 29250. The release is the mean of the exports from 28875 to 29250.
 RESTATE=(--extra-describe 0.15 --answer-weight 5 --blind-lookups 48 --restate-question --eval-every 125)
 $PY tools/train/train.py --out "$WORK/p13" --resume "${THINK[@]}" "${RESTATE[@]}" --stop-at 28250 \
   | tee -a "$WORK/train.log"

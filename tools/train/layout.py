@@ -19,10 +19,10 @@ which the model writes its thought and then the answer:
   <|channel>thought\n{description of the frame, or nothing without one}<channel|>ANSWER<turn|>\n
 The loss covers the thought too. Earlier turns keep their thoughts, as they stay in a session's KV cache.
 
-With restate=True as well, the thought of a turn that asks about one shape ends by writing the question out
-(thought_text): "a red circle at the top left, what colour is the circle". The model has to turn the spoken
-question into text there, and the answer is then one lookup from text to text, the one that a typed question
-needs (the model card gives the measurements).
+With restate=True as well, the thought of a turn that asks about the frame (any question but "what do you
+see") ends by writing the question out (thought_text): "a red circle at the top left, what colour is the
+circle". The model has to turn the spoken question into text there, and the answer is then one lookup from
+text to text, the one that a typed question needs (the model card gives the measurements).
 """
 
 import numpy as np
@@ -152,8 +152,8 @@ def quiet_audio(s, tok, noise, rng, frames):
 
 
 def thought_text(shapes, question, restate):
-    """The thought of a thinking turn that saw the frame: its description, and with restate, for a question
-    about one shape (not "what do you see"), ", " and the question as text."""
+    """The thought of a thinking turn that saw the frame: its description, and with restate, for a scene
+    question other than "what do you see", ", " and the question as text."""
     text = tasks.describe(shapes)
     if restate and question in tasks.SCENE_QUESTIONS and question != tasks.SCENE_QUESTION:
         text += ", " + question

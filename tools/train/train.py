@@ -265,7 +265,7 @@ def main():
     ap.add_argument("--think", action="store_true",
                     help="thinking layout (layout.py): the thought describes the frame shown again at turn end")
     ap.add_argument("--restate-question", action="store_true",
-                    help="with --think: a thought about one shape ends with the question as text (layout.thought_text)")
+                    help="with --think: a question about the frame ends its thought as text (layout.thought_text)")
     ap.add_argument("--keep-exports", action="store_true",
                     help="also keep each periodic export in its own folder, OUT-stepN, for choosing among them")
     args = ap.parse_args()
