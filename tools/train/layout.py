@@ -282,7 +282,8 @@ def add_blind_lookup_turn(s, tok, rng, bank, noise, spoken, restate=False):
         s.token(tok.id("<audio|>"))
     else:
         s.text(tok, question)
-    s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n" + thought_text(shapes, question, restate) + "<channel|>")
+    thought = thought_text(shapes, question, restate)
+    s.text(tok, "<turn|>\n<|turn>model\n<|channel>thought\n" + thought + "<channel|>")
     add_answer(s, tok, answer)
 
 
@@ -329,7 +330,8 @@ def make_sample(tok, rng, nrng, bank, noise, budget, turns=None, mix=DEFAULT_MIX
     turns = turns or (2 if rng.random() < 0.2 else 1)
     for _ in range(turns):
         add_turn(s, tok, rng, nrng, bank, noise, budget, mix=mix, describe_share=describe_share,
-                 spoken_describe_share=spoken_describe_share, audio_gap_max=audio_gap_max, think=think, restate=restate)
+                 spoken_describe_share=spoken_describe_share, audio_gap_max=audio_gap_max, think=think,
+                 restate=restate)
     return s
 
 
