@@ -1,4 +1,4 @@
-"""A lookup-only training phase: the model learns to answer a question about one shape from a thought it is given.
+"""A lookup-only training phase: the model learns to answer a question about one shape from a given thought.
 
     /usr/bin/python3 tools/train/lookups.py --init-from DIR --out DIR --steps 600 [--restate-question]
 
@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in train.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gemma4  # noqa: E402
@@ -48,7 +47,8 @@ def main():
     ap.add_argument("--out", required=True, help="where the model is exported at the end")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=1e-3, help="constant after the warm-up")
-    ap.add_argument("--restate-question", action="store_true", help="the thought ends with the question (layout.py)")
+    ap.add_argument("--restate-question", action="store_true",
+                    help="the thought ends with the question (layout.thought_text)")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -70,9 +70,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, step / WARMUP)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = layout.forward_batch(model, batch)
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), batch["labels"].view(-1),
-                                   ignore_index=-100)
+            loss, _ = train.loss_and_stats(model, batch)  # only the answer is a target in these turns
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
