@@ -62,6 +62,39 @@ def summary_loss(head, hidden, batch):
                            ignore_index=-100)
 
 
+MEL_BANDS = 40  # a speech front end's usual band count for 16 kHz audio
+
+
+def mel_filters(bands=MEL_BANDS, rate=16000, frame=layout.FRAME):
+    """(frame // 2 + 1, bands) triangular filters on the mel scale (mel = 2595 log10(1 + f / 700)) from 0 Hz
+    to the Nyquist frequency, each summing the power of the FFT bins under it."""
+    mel = lambda f: 2595 * np.log10(1 + f / 700)
+    edges_hz = 700 * (10 ** (np.linspace(0, mel(rate / 2), bands + 2) / 2595) - 1)
+    bins = np.fft.rfftfreq(frame, 1 / rate)
+    lo, mid, hi = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rise, fall = (bins - lo) / (mid - lo), (hi - bins) / (hi - mid)
+    return torch.from_numpy(np.maximum(0, np.minimum(rise, fall)).T.astype(np.float32))
+
+
+MEL = mel_filters()
+
+
+def spectrum_loss(head, audio_hidden, batch):
+    """Mean squared error of a linear head reading, from each audio token's hidden state, its frame's log-mel
+    spectrum (Hann window, MEL_BANDS bands) as the embedder sees the frame (RMS-normalised), standardised per
+    band over the batch. A raw frame's linear projection is a bank of filters whose outputs swing with the
+    phase of the sound; band energies do not, and they are what speech recognisers start from. The loss asks
+    the early layers for them."""
+    frames = batch["audio"]
+    if len(frames) == 0:
+        return audio_hidden.sum() * 0
+    frames = frames / frames.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    power = torch.fft.rfft(frames * torch.hann_window(frames.shape[-1]), dim=-1).abs().pow(2)
+    log_mel = torch.log(power @ MEL + 1e-4)                                                # (frames, bands)
+    target = (log_mel - log_mel.mean(0)) / (log_mel.std(0) + 1e-4)
+    return F.mse_loss(head(audio_hidden).float(), target)
+
+
 class AuxHead:
     """A training-only linear head (not part of the model: it only steers training). It reads the hidden
     states after `layer` at the rows batch[rows] and adds weight x loss(head, states, batch) to the loss.
@@ -81,7 +114,7 @@ def shape_loss(head, hidden, batch):
 
 
 # The turns each head's probe is fitted on: spoken ones for the speech head, ones with a frame for the others.
-PROBE_MIX = {"speech": [0.6, 0.0, 0.4], "shape": [0.0, 0.5, 0.5], "summary": [0.0, 0.5, 0.5]}
+PROBE_MIX = {"speech": [0.6, 0.0, 0.4], "spectrum": [0.6, 0.0, 0.4], "shape": [0.0, 0.5, 0.5], "summary": [0.0, 0.5, 0.5]}
 
 
 def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20, think=False, restate=False):
@@ -253,6 +286,10 @@ def main():
     ap.add_argument("--aux-speech", type=float, default=0,
                     help="weight of the auxiliary CTC loss naming the spoken words from the audio tokens (0 = off)")
     ap.add_argument("--aux-speech-layer", type=int, default=4, help="layer whose output the speech head reads")
+    ap.add_argument("--aux-spectrum", type=float, default=0,
+                    help="weight of the auxiliary loss giving each audio token's log-mel spectrum (0 = off; "
+                         "spectrum_loss)")
+    ap.add_argument("--aux-spectrum-layer", type=int, default=1, help="layer whose output the spectrum head reads")
     ap.add_argument("--aux-summary", type=float, default=0,
                     help="weight of the auxiliary loss naming, at the last prompt token, each kind's colour and cell "
                          "(or absent) in the turn's frame (0 = off; summary_loss)")
@@ -304,6 +341,9 @@ def main():
     if args.aux_speech > 0:
         heads.append(AuxHead("speech", "speech_head", D, len(layout.SPOKEN_WORDS) + 1, args.aux_speech_layer,
                              args.aux_speech, "audio_rows", speech_ctc, args.lr))
+    if args.aux_spectrum > 0:
+        heads.append(AuxHead("spectrum", "spectrum_head", D, MEL_BANDS, args.aux_spectrum_layer, args.aux_spectrum,
+                             "audio_rows", spectrum_loss, args.lr))
     if args.aux_summary > 0:
         heads.append(AuxHead("summary", "summary_head", D, layout.SUMMARY_OUTPUTS * layout.SUMMARY_CLASSES,
                              args.aux_summary_layer, args.aux_summary, "summary_rows", summary_loss, args.lr))
@@ -333,12 +373,12 @@ def main():
                 h.opt.load_state_dict(st[h.opt_key])
                 restored.add(h.key)
         print(f"resumed at step {step}")
-    # A trained model: a head without a saved state starts as a linear probe of it. Always the speech head
-    # (a random CTC head swamps the answers); the others (cross entropy ~1.1 from random) only when
-    # starting from an export, since train.sh's phase 9 began its shape head at random on resuming.
+    # A trained model: a head without a saved state starts as a linear probe of it. Always the speech and
+    # spectrum heads (a random one's loss swamps the answers'); the others (cross entropy ~1.1 from random)
+    # only when starting from an export, since train.sh's phase 9 began its shape head at random on resuming.
     if step > 0:
         for h in heads:
-            if h.key not in restored and (h.name == "speech" or args.init_from):
+            if h.key not in restored and (h.name in ("speech", "spectrum") or args.init_from):
                 fitted = fit_probe(model, h, tok, bank, noise, args.seed, think=args.think,
                                    restate=args.restate_question)
                 print(f"{h.name} head fitted to the model at step {step}: loss {fitted:.3f}")
