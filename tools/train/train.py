@@ -113,8 +113,10 @@ def shape_loss(head, hidden, batch):
     return F.cross_entropy(head(hidden).float(), batch["patch_labels"], ignore_index=-100)
 
 
-# The turns each head's probe is fitted on: spoken ones for the speech head, ones with a frame for the others.
-PROBE_MIX = {"speech": [0.6, 0.0, 0.4], "spectrum": [0.6, 0.0, 0.4], "shape": [0.0, 0.5, 0.5], "summary": [0.0, 0.5, 0.5]}
+# The turns each head's probe is fitted on: spoken ones for the speech and spectrum heads, ones with a frame
+# for the others.
+PROBE_MIX = {"speech": [0.6, 0.0, 0.4], "spectrum": [0.6, 0.0, 0.4], "shape": [0.0, 0.5, 0.5],
+             "summary": [0.0, 0.5, 0.5]}
 
 
 def fit_probe(model, h, tok, bank, noise, seed, batches=40, epochs=20, think=False, restate=False):
@@ -373,9 +375,11 @@ def main():
                 h.opt.load_state_dict(st[h.opt_key])
                 restored.add(h.key)
         print(f"resumed at step {step}")
-    # A trained model: a head without a saved state starts as a linear probe of it. Always the speech and
-    # spectrum heads (a random one's loss swamps the answers'); the others (cross entropy ~1.1 from random)
-    # only when starting from an export, since train.sh's phase 9 began its shape head at random on resuming.
+    # A trained model: a head without a saved state starts as a linear probe of it. Always the speech head
+    # (a random CTC head swamps the answers) and the spectrum head (its first gradients then ask the layers
+    # only for what a linear read of them misses, not to fit a random head); the others (cross entropy ~1.1
+    # from random) only when starting from an export, since train.sh's phase 9 began its shape head at
+    # random on resuming.
     if step > 0:
         for h in heads:
             if h.key not in restored and (h.name in ("speech", "spectrum") or args.init_from):
