@@ -88,7 +88,7 @@ def spectrum_loss(head, audio_hidden, batch):
     frames = batch["audio"]
     if len(frames) == 0:
         return audio_hidden.sum() * 0
-    frames = frames / frames.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    frames = gemma4.rms_norm(frames)  # as embed_audio normalises it
     power = torch.fft.rfft(frames * torch.hann_window(frames.shape[-1]), dim=-1).abs().pow(2)
     log_mel = torch.log(power @ MEL + 1e-4)                                                # (frames, bands)
     target = (log_mel - log_mel.mean(0)) / (log_mel.std(0) + 1e-4)
