@@ -245,6 +245,8 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   }
   if (!opt.metrics_file.empty() && !(metrics_.open(opt.metrics_file), metrics_))
     throw std::runtime_error(opt.metrics_file + ": cannot create the metrics file");
+  if (!opt.transcript_file.empty() && !(transcript_.open(opt.transcript_file), transcript_))
+    throw std::runtime_error(opt.transcript_file + ": cannot create the transcript file");
 
   progress(0.7f, "allocating the KV cache and activations");
   // 4. The session. Events reach the front end through a bounded queue; tokens must not be lost, so a
@@ -426,6 +428,7 @@ std::optional<SessionEvent> LiveRun::next_event() {
     e = events_->try_pop();
   }
   if (e && metrics_.is_open()) metrics_ << event_to_json(*e, origin_) << '\n';
+  if (e && e->kind == SessionEvent::Kind::AnswerDone && transcript_.is_open()) transcript_ << event_to_json(*e, origin_) << '\n';
   return e;
 }
 
@@ -462,9 +465,6 @@ void TerminalPrinter::print(const SessionEvent& e) {
 }
 
 int run_live(LiveOptions o) {
-  std::ofstream transcript;
-  if (!o.transcript_file.empty() && !(transcript.open(o.transcript_file), transcript))
-    throw std::runtime_error(o.transcript_file + ": cannot create the transcript file");
   LiveRun run(std::move(o));
   const LiveOptions& opt = run.options();
   run.start();
@@ -474,21 +474,17 @@ int run_live(LiveOptions o) {
   const bool tty = opt.status_line && ::isatty(STDERR_FILENO);
   TimePoint last_status{};
   TerminalPrinter printer;
-  auto handle = [&](const SessionEvent& e) {
-    printer.print(e);
-    if (e.kind == SessionEvent::Kind::AnswerDone && transcript.is_open()) transcript << event_to_json(e, run.origin()) << '\n';
-  };
   while (!g_interrupted) {
     bool any = false;
     while (auto e = run.next_event()) {
-      handle(*e);
+      printer.print(*e);
       any = true;
     }
     const TimePoint now = SessionClock::now();
     if (opt.duration_s > 0 && ms(run.origin(), now) / 1000.0 >= opt.duration_s) break;
     if (run.input_ended() && !printer.answering()) {
       run.session().wait_idle();
-      while (auto e = run.next_event()) handle(*e);
+      while (auto e = run.next_event()) printer.print(*e);
       break;
     }
     if (tty && !printer.answering() && now - last_status > std::chrono::milliseconds(500)) {
@@ -502,7 +498,7 @@ int run_live(LiveOptions o) {
     if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   run.stop();
-  while (auto e = run.next_event()) handle(*e);
+  while (auto e = run.next_event()) printer.print(*e);
   const SessionSnapshot s = run.session().snapshot();
   std::fprintf(stderr, "\nconflux: %d turns, %lld audio frames and %lld images in the model, %llu video frames dropped, audio→KV p50 %.1f ms p95 %.1f ms\n",
                s.turn, (long long)s.audio_frames, (long long)s.video_frames_sampled, (unsigned long long)s.video_frames_dropped,

@@ -82,7 +82,8 @@ class LiveRun {
   std::string inputs() const;         // "microphone + camera", "media file X", ...
   bool input_ended() const { return input_ended_; }
   bool input_failed() const { return input_failed_; }  // the media file could not be decoded
-  // Events for the front end, in order; the metrics file (if any) is written as they are popped.
+  // Events for the front end, in order; the metrics and transcript files (if any) are written as they
+  // are popped, so the terminal and the window write the same files.
   std::optional<SessionEvent> next_event();
   // The newest camera/media frame (for a camera view), and its number (0 = none yet).
   uint64_t last_frame(ImageRGB* out) const;
@@ -117,6 +118,7 @@ class LiveRun {
   std::unique_ptr<BoundedQueue<SessionEvent>> events_;
   std::unique_ptr<Sources> sources_;
   std::ofstream metrics_;
+  std::ofstream transcript_;
   std::atomic<bool> input_ended_{false};
   std::atomic<bool> input_failed_{false};
   std::unique_ptr<Recording> recording_;   // LiveOptions::recording, loaded and checked up front

@@ -345,18 +345,33 @@ TEST_F(Window, ScreenshotShowsTheStreamedAnswerThePatchGridAndTheOverlay) {
   EXPECT_GT(count_pixels(plain_img, l.conversation, kAnswerTextColor), 30);
 }
 
-// `conflux replay` drives the same window from a recording (the demo recording in assets/).
+// `conflux replay` drives the same window from a recording (the demo recording in assets/), and writes
+// the same --transcript and --metrics files as the terminal does.
 TEST_F(Window, ReplayOfARecordingOpensTheWindowAndStreamsItsAnswers) {
   ASSERT_NO_FATAL_FAILURE(require_xvfb());
   const std::string shot = (dir_ / "replay.png").string();
+  const fs::path transcript = dir_ / "replay-transcript.jsonl", metrics = dir_ / "replay-metrics.jsonl";
   const Result r = run(under_xvfb(std::string(CONFLUX_BINARY) + " replay " + CONFLUX_SOURCE_DIR + "/assets/demo --model " +
-                                  kTinyA + " --speed max --screenshot " + shot + " --frames 5"));
+                                  kTinyA + " --speed max --screenshot " + shot + " --frames 5 --transcript " +
+                                  transcript.string() + " --metrics " + metrics.string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("in the window"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("4 turns"), std::string::npos) << r.output;  // every recorded question answered
   const ImageRGB img = conflux::load_image(shot);
   const Layout l = compute_layout(float(img.width), float(img.height));
   EXPECT_GT(count_pixels(img, l.conversation, kAnswerTextColor), 30) << "no streamed answer text in the conversation panel";
+
+  // One transcript line per answered turn; the metrics hold every event, answers included.
+  std::ifstream in(transcript);
+  int answers = 0;
+  for (std::string line; std::getline(in, line);) {
+    EXPECT_NE(line.find("\"event\":\"answer_done\""), std::string::npos) << line;
+    ++answers;
+  }
+  EXPECT_EQ(answers, 4) << "the transcript should hold the demo's four answers";
+  const std::string all_events = read_file(metrics);
+  EXPECT_NE(all_events.find("\"event\":\"speech_started\""), std::string::npos);
+  EXPECT_NE(all_events.find("\"event\":\"answer_done\""), std::string::npos);
 }
 
 TEST_F(Window, WithoutADisplayItRunsInTheTerminalAndSaysWhy) {
