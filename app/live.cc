@@ -252,6 +252,14 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   // 4. The session. Events reach the front end through a bounded queue; tokens must not be lost, so a
   //    full queue makes the session wait (4096 events is minutes of output for a front end that reads
   //    every frame).
+  opt.session.on_frame_sampled = [this](const ImageRGB& frame, TimePoint captured) {
+    std::lock_guard<std::mutex> lock(frame_mu_);
+    SampledFrame& slot = sampled_[sampled_count_++ % kSampledFrames];
+    slot.captured = captured;
+    slot.image.width = frame.width;
+    slot.image.height = frame.height;
+    slot.image.rgb.assign(frame.rgb.begin(), frame.rgb.end());
+  };
   session_ = std::make_unique<Session>(*model_, *tokenizer_, opt.runtime, opt.session);
   events_ = std::make_unique<BoundedQueue<SessionEvent>>(4096, OverflowPolicy::Block);
   const bool want_frames = metrics_.is_open();
@@ -430,6 +438,17 @@ std::optional<SessionEvent> LiveRun::next_event() {
   if (e && metrics_.is_open()) metrics_ << event_to_json(*e, origin_) << '\n';
   if (e && e->kind == SessionEvent::Kind::AnswerDone && transcript_.is_open()) transcript_ << event_to_json(*e, origin_) << '\n';
   return e;
+}
+
+bool LiveRun::sampled_frame(TimePoint captured, ImageRGB* out) const {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  for (uint64_t back = 1; back <= std::min<uint64_t>(sampled_count_, kSampledFrames); ++back) {
+    const SampledFrame& f = sampled_[(sampled_count_ - back) % kSampledFrames];
+    if (f.captured != captured) continue;
+    if (out) *out = f.image;
+    return true;
+  }
+  return false;
 }
 
 uint64_t LiveRun::last_frame(ImageRGB* out) const {

@@ -2,6 +2,7 @@
 // and a terminal front end that streams the answers and a one-line status. Shared by `conflux run`,
 // `conflux record` and the no-display fallback of the window.
 #pragma once
+#include <array>
 #include <atomic>
 #include <deque>
 #include <fstream>
@@ -87,6 +88,13 @@ class LiveRun {
   std::optional<SessionEvent> next_event();
   // The newest camera/media frame (for a camera view), and its number (0 = none yet).
   uint64_t last_frame(ImageRGB* out) const;
+  // The sampled frame captured at `captured` (the time of an ImageAdded event): the frame the model was
+  // given, where the newest frame may already be a later scene (a replay at full speed). False once it
+  // is older than the last kSampledFrames sampled frames.
+  bool sampled_frame(TimePoint captured, ImageRGB* out) const;
+  // At most ~2 sampled frames a second at the default rate can be waiting for their event: the turn-end
+  // image repeats the newest one. 8 leaves room for a higher --video-fps and a busy window.
+  static constexpr size_t kSampledFrames = 8;
   TimePoint origin() const { return origin_; }
 
   // Replace the microphone ("" = the default input, "off" = none) or the camera pipeline ("off" =
@@ -130,6 +138,12 @@ class LiveRun {
   std::mutex sources_mu_;  // set_microphone / set_camera against stop()
   ImageRGB last_frame_;
   uint64_t frame_count_ = 0;
+  struct SampledFrame {
+    TimePoint captured{};
+    ImageRGB image;  // copied into the same buffer each time round: no allocation once sizes are steady
+  };
+  std::array<SampledFrame, kSampledFrames> sampled_;  // a ring, under frame_mu_
+  uint64_t sampled_count_ = 0;
 };
 
 // Prints session events the way the terminal front end shows them (speech markers, streamed answer

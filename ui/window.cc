@@ -375,7 +375,7 @@ int run_window(app::LiveOptions live, const WindowOptions& opt) {
       mirror.on_event(*e);
       ui.metrics.on_event(*e);
       const int image_id = ui.conversation.on_event(*e);
-      if (image_id >= 0 && run.last_frame(&frame)) add_thumbnail(ui, image_id, frame);
+      if (image_id >= 0 && run.sampled_frame(e->time, &frame)) add_thumbnail(ui, image_id, frame);
     }
   };
 

@@ -578,6 +578,7 @@ struct Session::Impl {
     if (next_video_due && v.captured < *next_video_due) return;  // sampled out by the frame rate
     next_video_due = v.captured + std::chrono::duration_cast<SessionClock::duration>(std::chrono::duration<double>(period));
     if (cfg.recorder) cfg.recorder->on_video_frame(v.image, v.captured);
+    if (cfg.on_frame_sampled) cfg.on_frame_sampled(v.image, v.captured);
     if (cfg.image_at_turn_end) {  // a copy into the same buffer: no allocation once the size is steady
       if (!newest_sampled) newest_sampled.emplace();
       newest_sampled->image = v.image;

@@ -88,6 +88,10 @@ struct SessionConfig {
   bool encoder_baseline = false;
   // Receives everything the session consumes (recording). Not owned; must outlive the session.
   SessionRecorder* recorder = nullptr;
+  // Called on the session thread with each video frame that passes the frame-rate sampler (the frames
+  // that go, or may go, into the model; ImageAdded events carry the same capture time). The window keeps
+  // them as the conversation's thumbnails. Must not block.
+  std::function<void(const ImageRGB& frame, TimePoint captured)> on_frame_sampled;
 };
 
 // Stage timestamps of one audio or video frame. `arrived` is when push_* received it. Frame-to-KV

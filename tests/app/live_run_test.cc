@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
+#include <vector>
 
 #include "app/live.h"
 #include "capture/recording.h"
@@ -96,6 +98,53 @@ TEST_F(RecordToggle, LoadingReportsProgressUpToReady) {
 
 namespace conflux {
 namespace {
+
+// The window's conversation thumbnails: each image the model was given is found by its ImageAdded
+// event's time, and it is that turn's scene. The demo recording shows one scene per question, and at full
+// speed the newest frame is often the next scene by the time an event is read (the window used to show
+// that frame, and so a turn-end image of the wrong scene).
+TEST_F(RecordToggle, ThumbnailsAreTheFramesTheModelWasGiven) {
+  const std::string demo = std::string(CONFLUX_SOURCE_DIR) + "/assets/demo";
+  const Recording rec = load_recording(demo);
+  app::LiveOptions o;
+  o.model_dir = kTinyA;
+  session_settings_from_json(rec.settings_json, o.runtime, o.session);
+  o.recording = demo;
+  o.use_mic = o.use_camera = false;
+  o.realtime = false;
+  o.runtime.n_threads = 1;
+  app::LiveRun run(o);
+  run.start();
+  std::map<int, std::vector<ImageRGB>> images_by_turn;
+  int not_found = 0;
+  auto drain = [&] {
+    while (auto e = run.next_event()) {
+      if (e->kind != SessionEvent::Kind::ImageAdded) continue;
+      ImageRGB frame;
+      if (run.sampled_frame(e->time, &frame)) images_by_turn[e->turn].push_back(std::move(frame));
+      else ++not_found;
+    }
+  };
+  while (!run.input_ended()) {  // read as a window does, once per frame drawn (~30 a second)
+    drain();
+    std::this_thread::sleep_for(std::chrono::milliseconds(33));
+  }
+  run.session().wait_idle();
+  drain();
+  run.stop();
+  drain();
+  EXPECT_EQ(not_found, 0);
+  ASSERT_EQ(images_by_turn.size(), 4u) << "the demo has four questions, each over a scene";
+  const ImageRGB* previous_scene = nullptr;
+  for (const auto& [turn, images] : images_by_turn) {
+    ASSERT_GE(images.size(), 2u) << "turn " << turn;  // frames while speaking, and again at turn end
+    for (const ImageRGB& img : images) EXPECT_EQ(img.rgb, images.front().rgb) << "turn " << turn << " shows two scenes";
+    if (previous_scene) {
+      EXPECT_NE(images.front().rgb, previous_scene->rgb) << "turn " << turn << " shows the last turn's scene";
+    }
+    previous_scene = &images.front();
+  }
+}
 
 // Inputs switched while the run goes on (the window's Settings tab): a camera pipeline starts
 // delivering frames, "off" stops it, and a microphone that does not exist is refused by name.
