@@ -79,13 +79,13 @@ $PY tools/train/average.py "$WORK/p13-avg" "$WORK/p13b-step28875" "$WORK/p13b-st
   "$WORK/p13b-step29250"
 # Phase 14, hearing: phase 13b's run continued with more spoken turns (shares 60/5/35, 24 sequences, 24
 # extra typed scene questions and 32 frameless lookups per step) and a training-only head that reads each
-# audio frame's log-mel spectrum off its token after layer 1 (--aux-spectrum 0.5), to step 30125. The
-# release is the mean of the exports from 29625 to 30125.
+# audio frame's log-mel spectrum off its token after layer 1 (--aux-spectrum 0.5), to step 30375. The
+# release is the mean of the exports from 29875 to 30375 (the previous one: 29625 to 30125).
 $PY tools/train/train.py --out "$WORK/p14" --resume "${THINK[@]}" "${RESTATE[@]}" --batch 24 --mix 0.6,0.05,0.35 \
-  --extra-scenes 24 --blind-lookups 32 --aux-spectrum 0.5 --aux-spectrum-layer 1 --stop-at 30125 \
+  --extra-scenes 24 --blind-lookups 32 --aux-spectrum 0.5 --aux-spectrum-layer 1 --stop-at 30375 \
   | tee -a "$WORK/train.log"
-$PY tools/train/average.py "$WORK/p14-avg" "$WORK/p14-step29625" "$WORK/p14-step29750" "$WORK/p14-step29875" \
-  "$WORK/p14-step30000" "$WORK/p14-step30125"
+$PY tools/train/average.py "$WORK/p14-avg" "$WORK/p14-step29875" "$WORK/p14-step30000" "$WORK/p14-step30125" \
+  "$WORK/p14-step30250" "$WORK/p14-step30375"
 for f in model.safetensors generation_config.json; do cp "$WORK/p14-avg/$f" assets/model/; done
 $PY tools/train/parity.py --model assets/model --out tests/data/small-model
 $PY tools/train/make_recordings.py eval --out tests/data/eval-set --per-task 8
