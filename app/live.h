@@ -92,8 +92,10 @@ class LiveRun {
   // given, where the newest frame may already be a later scene (a replay at full speed). False once it
   // is older than the last kSampledFrames sampled frames.
   bool sampled_frame(TimePoint captured, ImageRGB* out) const;
-  // At most ~2 sampled frames a second at the default rate can be waiting for their event: the turn-end
-  // image repeats the newest one. 8 leaves room for a higher --video-fps and a busy window.
+  // The window reads events about 30 times a second; between two reads the session samples at most a
+  // frame or two (1 a second at the default --video-fps live; a full-speed replay waits for the session
+  // before each frame), and the turn-end image repeats the newest. 8 leaves room for a higher
+  // --video-fps and a slow window, at 8 full frames of memory (22 MB at 1280x720).
   static constexpr size_t kSampledFrames = 8;
   TimePoint origin() const { return origin_; }
 
