@@ -252,14 +252,16 @@ LiveRun::LiveRun(LiveOptions o) : options_(std::move(o)) {
   // 4. The session. Events reach the front end through a bounded queue; tokens must not be lost, so a
   //    full queue makes the session wait (4096 events is minutes of output for a front end that reads
   //    every frame).
-  opt.session.on_frame_sampled = [this](const ImageRGB& frame, TimePoint captured) {
-    std::lock_guard<std::mutex> lock(frame_mu_);
-    SampledFrame& slot = sampled_[sampled_count_++ % kSampledFrames];
-    slot.captured = captured;
-    slot.image.width = frame.width;
-    slot.image.height = frame.height;
-    slot.image.rgb.assign(frame.rgb.begin(), frame.rgb.end());
-  };
+  if (opt.keep_sampled_frames) {
+    opt.session.on_frame_sampled = [this](const ImageRGB& frame, TimePoint captured) {
+      std::lock_guard<std::mutex> lock(frame_mu_);
+      SampledFrame& slot = sampled_[sampled_count_++ % kSampledFrames];
+      slot.captured = captured;
+      slot.image.width = frame.width;
+      slot.image.height = frame.height;
+      slot.image.rgb.assign(frame.rgb.begin(), frame.rgb.end());
+    };
+  }
   session_ = std::make_unique<Session>(*model_, *tokenizer_, opt.runtime, opt.session);
   events_ = std::make_unique<BoundedQueue<SessionEvent>>(4096, OverflowPolicy::Block);
   const bool want_frames = metrics_.is_open();

@@ -44,6 +44,7 @@ struct LiveOptions {
   std::string transcript_file;     // one JSON line per answered turn
   double duration_s = 0;           // stop after this much wall time (0 = until the input ends or Ctrl-C)
   bool status_line = true;         // the one-line live status (on a terminal)
+  bool keep_sampled_frames = false;  // for sampled_frame(): the window's thumbnails
   RuntimeConfig runtime;
   SessionConfig session;
   // Called from LiveRun's constructor as loading advances: fraction done in [0, 1] and what is next.
@@ -90,7 +91,7 @@ class LiveRun {
   uint64_t last_frame(ImageRGB* out) const;
   // The sampled frame captured at `captured` (the time of an ImageAdded event): the frame the model was
   // given, where the newest frame may already be a later scene (a replay at full speed). False once it
-  // is older than the last kSampledFrames sampled frames.
+  // is older than the last kSampledFrames sampled frames, or without LiveOptions::keep_sampled_frames.
   bool sampled_frame(TimePoint captured, ImageRGB* out) const;
   // The window reads events about 30 times a second; between two reads the session samples at most a
   // frame or two (1 a second at the default --video-fps live; a full-speed replay waits for the session

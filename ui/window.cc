@@ -333,6 +333,7 @@ std::unique_ptr<app::LiveRun> load_with_progress(GLFWwindow* handle, FramePacer&
 }
 
 int run_window(app::LiveOptions live, const WindowOptions& opt) {
+  live.keep_sampled_frames = true;  // the conversation's thumbnails
   const std::string title = "Conflux - " + std::filesystem::path(live.model_dir).filename().string();
   GlfwLibrary glfw;                       // 1
   GlfwWindow window(opt, title);          // 2

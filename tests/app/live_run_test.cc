@@ -113,6 +113,7 @@ TEST_F(RecordToggle, ThumbnailsAreTheFramesTheModelWasGiven) {
   o.use_mic = o.use_camera = false;
   o.realtime = false;
   o.runtime.n_threads = 1;
+  o.keep_sampled_frames = true;
   app::LiveRun run(o);
   run.start();
   std::map<int, std::vector<ImageRGB>> images_by_turn;
