@@ -79,11 +79,29 @@ def build_bank(path, n, seed, variant_pool, texts=None):
              voices=np.array([f"{j[1]['accent']}+{j[1]['variant']}" for j in jobs]))
 
 
+def digit_string_texts(per_two, per_three):
+    """Every two-digit string per_two times and every three-digit string per_three times, in a fixed
+    order: spoken digit strings for a bank that hears all of them (the random bank of 12000 clips holds
+    1042 three-digit clips covering 648 of the 1000 strings, and about 10 clips per two-digit string)."""
+    texts = []
+    for length, times in ((2, per_two), (3, per_three)):
+        for n in range(10 ** length):
+            spoken = " ".join(tasks.DIGITS[int(c)] for c in str(n).zfill(length))
+            texts += [spoken] * times
+    return texts
+
+
 class Bank:
-    def __init__(self, path):
-        d = np.load(path)
-        self.samples, self.offsets = d["samples"], d["offsets"]
-        self.texts, self.voices = list(d["texts"]), list(d["voices"])
+    """Spoken clips from one or more .npz banks, indexed as one list (the first file's clips first)."""
+
+    def __init__(self, *paths):
+        parts = [np.load(p) for p in paths]
+        self.samples = np.concatenate([d["samples"] for d in parts]) if len(parts) > 1 else parts[0]["samples"]
+        starts = np.cumsum([0] + [len(d["samples"]) for d in parts[:-1]])
+        self.offsets = np.concatenate([parts[0]["offsets"]] +
+                                      [d["offsets"][1:] + s for d, s in zip(parts[1:], starts[1:])])
+        self.texts = [t for d in parts for t in d["texts"]]
+        self.voices = [v for d in parts for v in d["voices"]]
         self.by_text = {}
         for i, t in enumerate(self.texts):
             self.by_text.setdefault(t, []).append(i)
@@ -120,13 +138,20 @@ def mix_noise(clean_i16, noise_tracks, rng, snr_db):
     return np.clip(x + n, -1, 1).astype(np.float32)
 
 
-if __name__ == "__main__":  # the training bank: python3 speech.py WORK_DIR [N]
+if __name__ == "__main__":
+    # python3 speech.py WORK_DIR [N]: the training bank and its noise
+    # python3 speech.py WORK_DIR --digits PER_TWO PER_THREE: the digit-string bank (train.py --digit-bank)
     import sys
     import time
     work = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 12000
     os.makedirs(work, exist_ok=True)
     t0 = time.time()
+    if len(sys.argv) > 2 and sys.argv[2] == "--digits":
+        texts = digit_string_texts(int(sys.argv[3]), int(sys.argv[4]))
+        build_bank(os.path.join(work, "bank_digits.npz"), len(texts), 2, train_variants(), texts)
+        print(f"rendered {len(texts)} digit strings in {time.time() - t0:.0f} s")
+        sys.exit(0)
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 12000
     make_noise(os.path.join(work, "noise_train.npz"), 300, 0)
     build_bank(os.path.join(work, "bank_train.npz"), n, 1, train_variants())
     print(f"rendered {n} utterances in {time.time() - t0:.0f} s")

@@ -215,8 +215,10 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
     def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1, extra_describe=0.7,
-                 spoken_describe=None, extra_gap=0, think=False, blind_lookups=0, restate=False):
+                 spoken_describe=None, extra_gap=0, think=False, blind_lookups=0, restate=False, digit_bank=False):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
+        self.banks = [os.path.join(work, "bank_train.npz")] + ([os.path.join(work, "bank_digits.npz")]
+                                                               if digit_bank else [])
         self.think, self.blind_lookups, self.restate = think, blind_lookups, restate
         self.extra_scenes, self.render_scale, self.extra_describe = extra_scenes, render_scale, extra_describe
         self.spoken_describe, self.extra_gap = spoken_describe, extra_gap
@@ -225,7 +227,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         layout.DIRECT_RENDER_SCALE = self.render_scale
         tok = build_tokenizer()
-        bank = speech.Bank(os.path.join(self.work, "bank_train.npz"))
+        bank = speech.Bank(*self.banks)
         noise = dict(np.load(os.path.join(self.work, "noise_train.npz")))
         step = self.start_step
         while True:
@@ -292,6 +294,9 @@ def main():
                     help="weight of the auxiliary loss giving each audio token's log-mel spectrum (0 = off; "
                          "spectrum_loss)")
     ap.add_argument("--aux-spectrum-layer", type=int, default=1, help="layer whose output the spectrum head reads")
+    ap.add_argument("--digit-bank", action="store_true",
+                    help="commands also draw from WORK/bank_digits.npz (speech.py --digits): every two- and "
+                         "three-digit string spoken; the progress check keeps to bank_train.npz")
     ap.add_argument("--aux-summary", type=float, default=0,
                     help="weight of the auxiliary loss naming, at the last prompt token, each kind's colour and cell "
                          "(or absent) in the turn's frame (0 = off; summary_loss)")
@@ -394,7 +399,7 @@ def main():
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
                     args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe, args.extra_gap,
-                    args.think, args.blind_lookups, args.restate_question),
+                    args.think, args.blind_lookups, args.restate_question, args.digit_bank),
         batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
