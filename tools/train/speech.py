@@ -96,10 +96,9 @@ class Bank:
 
     def __init__(self, *paths):
         parts = [np.load(p) for p in paths]
-        self.samples = np.concatenate([d["samples"] for d in parts]) if len(parts) > 1 else parts[0]["samples"]
-        starts = np.cumsum([0] + [len(d["samples"]) for d in parts[:-1]])
-        self.offsets = np.concatenate([parts[0]["offsets"]] +
-                                      [d["offsets"][1:] + s for d, s in zip(parts[1:], starts[1:])])
+        self.samples = np.concatenate([d["samples"] for d in parts])
+        lengths = np.concatenate([np.diff(d["offsets"]) for d in parts])
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.texts = [t for d in parts for t in d["texts"]]
         self.voices = [v for d in parts for v in d["voices"]]
         self.by_text = {}
