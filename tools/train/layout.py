@@ -34,6 +34,9 @@ import tasks
 
 FRAME = 640
 FRAMES_PER_SECOND = 25  # 16000 / 640
+# Largest speed change of a spoken clip (speech.change_speed), drawn log-uniformly in [1/x, x]; 1 = none.
+# train.py --speed-perturb sets it in its data worker; the progress check hears the clips as rendered.
+SPEED_PERTURB = 1.0
 
 
 class Sample:
@@ -85,6 +88,8 @@ def speech_frames(bank, clip_index, noise, rng):
     """The frames a live session would append for one utterance: a few frames before the words (VAD
     pre-roll and onset), the words, then the hangover's trailing silence. Float32 (n, 640)."""
     clean = bank.clip(clip_index)
+    if SPEED_PERTURB > 1:
+        clean = speech.change_speed(clean, SPEED_PERTURB ** rng.uniform(-1, 1))
     loud = np.flatnonzero(np.abs(clean) > 0.03 * np.abs(clean).max())
     first, last = int(loud[0]), int(loud[-1])
     start = max(0, first - rng.randint(2 * FRAME, 9 * FRAME))

@@ -215,17 +215,20 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless packed training batches, generated in a DataLoader worker."""
 
     def __init__(self, seed, start_step, batch, work, mix, extra_scenes=0, render_scale=1, extra_describe=0.7,
-                 spoken_describe=None, extra_gap=0, think=False, blind_lookups=0, restate=False, digit_bank=False):
+                 spoken_describe=None, extra_gap=0, think=False, blind_lookups=0, restate=False, digit_bank=False,
+                 speed_perturb=1.0):
         self.seed, self.start_step, self.batch, self.work, self.mix = seed, start_step, batch, work, mix
         self.banks = [os.path.join(work, "bank_train.npz")] + ([os.path.join(work, "bank_digits.npz")]
                                                                if digit_bank else [])
         self.think, self.blind_lookups, self.restate = think, blind_lookups, restate
         self.extra_scenes, self.render_scale, self.extra_describe = extra_scenes, render_scale, extra_describe
         self.spoken_describe, self.extra_gap = spoken_describe, extra_gap
+        self.speed_perturb = speed_perturb
 
     def __iter__(self):
         torch.set_num_threads(1)
         layout.DIRECT_RENDER_SCALE = self.render_scale
+        layout.SPEED_PERTURB = self.speed_perturb
         tok = build_tokenizer()
         bank = speech.Bank(*self.banks)
         noise = dict(np.load(os.path.join(self.work, "noise_train.npz")))
@@ -297,6 +300,10 @@ def main():
     ap.add_argument("--digit-bank", action="store_true",
                     help="commands also draw from WORK/bank_digits.npz (speech.py --digits): every two- and "
                          "three-digit string spoken; the progress check keeps to bank_train.npz")
+    ap.add_argument("--speed-perturb", type=float, default=1.0,
+                    help="each spoken clip plays at a speed drawn log-uniformly in [1/x, x], which moves its pitch "
+                         "and formants by the same ratio (speech.change_speed; 1 = off; the progress check "
+                         "hears the clips as rendered)")
     ap.add_argument("--aux-summary", type=float, default=0,
                     help="weight of the auxiliary loss naming, at the last prompt token, each kind's colour and cell "
                          "(or absent) in the turn's frame (0 = off; summary_loss)")
@@ -399,7 +406,8 @@ def main():
     batches = torch.utils.data.DataLoader(
         BatchStream(args.seed, step, args.batch, args.work, [float(x) for x in args.mix.split(",")],
                     args.extra_scenes, args.render_scale, args.extra_describe, args.spoken_describe, args.extra_gap,
-                    args.think, args.blind_lookups, args.restate_question, args.digit_bank),
+                    args.think, args.blind_lookups, args.restate_question, args.digit_bank,
+                    args.speed_perturb),
         batch_size=None, num_workers=1, prefetch_factor=4)
     last = min(args.steps, args.stop_at) if args.stop_at else args.steps
     for batch in batches:
